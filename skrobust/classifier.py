@@ -1,0 +1,618 @@
+"""RobustNetClassifier: skorch's NeuralNetClassifier with gradient-norm reweighting."""
+
+import threading
+from types import MappingProxyType
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog
+from skorch.utils import to_tensor
+
+from ._validation import check_hyperparameters, check_sample_weight, check_targets
+from .data import BatchLoader, RowIndexedDataset
+from .engines import check_per_sample_module, make_engine
+from .memory import RowScoreMemory, standardize
+from .modules import MLP
+from .weighting import compute_weights
+
+__all__ = ["RobustNetClassifier"]
+
+# Serialises seeding of torch's global generator while a user module is built.
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+# Below this weight a sample counts as down-weighted in the history.
+_LOW_WEIGHT = 0.5
+
+
+def _softmax(logits):
+    return torch.softmax(logits, dim=-1)
+
+
+def _valid_accuracy(net, X, y):
+    """Accuracy on the internal validation split, in encoded label space."""
+    proba = NeuralNetClassifier.predict_proba(net, X)
+    return float(np.mean(proba.argmax(1) == np.asarray(y)))
+
+
+class RobustNetClassifier(NeuralNetClassifier):
+    """Neural network classifier that down-weights samples with outlying gradients.
+
+    At every training step, for each sample ``i`` of the batch, the classifier
+    computes ``g_i``, the L2 norm of that sample's loss gradient over all
+    trainable parameters; models the batch's norms by a centre ``mu`` and a
+    spread ``sigma``; turns each norm into a weight ``w_i`` (see
+    :func:`~skrobust.compute_weights`); and updates the parameters with
+    ``(1/B) sum_i w_i grad_i`` through the configured torch optimizer. Samples
+    whose labels are wrong tend to have outlying gradient norms, so they
+    contribute less to the model.
+
+    It is a :class:`skorch.NeuralNetClassifier`: every skorch parameter and
+    callback works, plus the behaviour of a scikit-learn classifier (numpy,
+    pandas and sparse inputs, any label type, pipelines, grid searches).
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance, default=MLP
+        The network; it must return one logit per class. The default
+        :class:`~skrobust.modules.MLP` takes its input and output sizes from the
+        data; set its other arguments with ``module__hidden_layer_sizes``,
+        ``module__activation`` and ``module__dropout``. BatchNorm layers are
+        refused (they mix samples; use LayerNorm).
+    weighting : {"truncate", "soft", "none"}, default="truncate"
+        The weighting rule. ``"truncate"`` zeroes samples outside
+        ``[mu - beta*sigma, mu + alpha*sigma]``; ``"soft"`` gives
+        ``exp(-(g - mu)^2 / (2 sigma^2))``; ``"none"`` trains plainly through the
+        same code path.
+    stats : {"mean_std", "median_iqr"}, default="mean_std"
+        Centre and spread of a batch's norms: mean and standard deviation, or
+        median and ``IQR / 1.349``.
+    alpha : float, default=1.0
+        Upper cut of ``"truncate"``, in units of sigma above mu.
+    beta : float, default=inf
+        Lower cut of ``"truncate"``, in units of sigma below mu. The default
+        keeps samples with small gradients (well-fitted samples).
+    warmup_epochs : int, default=5
+        Epochs of plain training before reweighting starts: early on every
+        gradient is large and the norms do not yet separate noisy rows.
+    normalize_weights : bool, default=False
+        Divide the weights by their batch mean, so the step size does not shrink
+        when samples are dropped.
+    grad_engine : {"auto", "ghost", "generic"}, default="auto"
+        The per-sample gradient engine (see :mod:`skrobust.engines`). ``"auto"``
+        uses the fast closed form for Linear/LayerNorm/Embedding networks and
+        the exact generic engine otherwise.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, dropout masks of the default module and
+        shuffling, without touching torch's global generator.
+    criterion : torch criterion class or instance, default=torch.nn.CrossEntropyLoss
+        Loss on the logits. It is built with ``reduction="none"``: it must return
+        one loss per sample (all torch losses and :mod:`skrobust.losses` do).
+    optimizer : torch optimizer class, default=torch.optim.Adam
+        Any torch optimizer; it receives the reweighted gradient.
+    lr : float, default=1e-3
+        Learning rate.
+    max_epochs : int, default=50
+        Number of epochs.
+    batch_size : int, default=128
+        Batch size; the batch is also the population whose norms are compared.
+    train_split : callable or None, default=None
+        skorch's internal validation split. ``None`` trains on every row (as
+        ``MLPClassifier`` does) and gives every row a noise score; e.g.
+        ``skorch.dataset.ValidSplit(5, stratified=True)`` holds out 20%.
+    iterator_train, iterator_valid : class, default=BatchLoader
+        Batch iterators; the default slices in-memory tensors and gives each
+        batch its row indices.
+    **kwargs
+        Any other parameter of :class:`skorch.NeuralNet` (``device``,
+        ``callbacks``, ``verbose``, ``module__*``, ``optimizer__*``, ...).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when ``X`` was a DataFrame with string column names.
+    noise_scores_ : ndarray of shape (n_samples,)
+        One score per row of the ``X`` given to ``fit``: a moving average over
+        the epochs of the row's standardised gradient norm. Higher means more
+        likely mislabeled. NaN for rows held out by ``train_split``.
+    grad_engine_ : str
+        The engine used, ``"ghost"`` or ``"generic"``.
+    module_, criterion_, optimizer_, history_
+        As in skorch. ``history_`` has two more epoch columns: ``weight_mean``,
+        the mean weight of the epoch's training samples, and ``weight_low``,
+        the fraction of them with a weight below 0.5.
+
+    See Also
+    --------
+    skrobust.compute_weights : The weighting rule, as a pure function.
+    skrobust.per_sample_grad_norms : The per-sample gradient norms.
+
+    Notes
+    -----
+    The per-sample losses come from one forward pass, which also gives the
+    update, so Dropout masks agree between norms and update. Weights are
+    constants in the update (no gradient flows through them). User
+    ``sample_weight`` multiplies the robust weights.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skrobust import RobustNetClassifier
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> clf = make_pipeline(StandardScaler(),
+    ...                     RobustNetClassifier(max_epochs=5, verbose=0, random_state=0))
+    >>> clf.fit(X, y).score(X, y) > 0.9
+    True
+    """
+
+    # skorch sets these in __init__; scikit-learn wants __init__ to store only
+    # parameters. Class-level defaults keep skorch working until initialize().
+    history_ = None
+    initialized_ = False
+    virtual_params_ = MappingProxyType({})
+
+    def __init__(
+        self,
+        module=MLP,
+        *,
+        weighting="truncate",
+        stats="mean_std",
+        alpha=1.0,
+        beta=float("inf"),
+        warmup_epochs=5,
+        normalize_weights=False,
+        grad_engine="auto",
+        random_state=None,
+        criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=1e-3,
+        max_epochs=50,
+        batch_size=128,
+        train_split=None,
+        iterator_train=BatchLoader,
+        iterator_valid=BatchLoader,
+        dataset=RowIndexedDataset,
+        **kwargs,
+    ):
+        super().__init__(
+            module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_split=train_split,
+            iterator_train=iterator_train,
+            iterator_valid=iterator_valid,
+            dataset=dataset,
+            **kwargs,
+        )
+        self.weighting = weighting
+        self.stats = stats
+        self.alpha = alpha
+        self.beta = beta
+        self.warmup_epochs = warmup_epochs
+        self.normalize_weights = normalize_weights
+        self.grad_engine = grad_engine
+        self.random_state = random_state
+        for name in ("history_", "initialized_", "virtual_params_"):
+            vars(self).pop(name, None)
+
+    # ------------------------------------------------------------------ params
+    def _get_param_names(self):
+        return [k for k in vars(self) if not k.endswith("_") and not k.startswith("_")]
+
+    @property
+    def _default_callbacks(self):
+        return [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("weight_mean", PassthroughScoring(name="weight_mean", on_train=True)),
+            ("weight_low", PassthroughScoring(name="weight_low", on_train=True)),
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("valid_acc", EpochScoring(_valid_accuracy, name="valid_acc",
+                                       lower_is_better=False)),
+            ("print_log", PrintLog()),
+        ]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_engine", None)
+        return state
+
+    # -------------------------------------------------------------- initialize
+    def initialize(self):
+        """Initialize module, criterion, optimizer, history and robust state.
+
+        Returns
+        -------
+        self : RobustNetClassifier
+        """
+        check_hyperparameters(self)
+        seeds = np.random.SeedSequence(
+            check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        ).generate_state(3)
+        self._module_seed = int(seeds[0])
+        self._shuffle_generator = torch.Generator().manual_seed(int(seeds[1]))
+        self._engine = None
+        vars(self).pop("row_memory_", None)
+        super().initialize()
+        return self
+
+    def initialize_module(self):
+        """Build the module, sizing the default MLP from the data.
+
+        Returns
+        -------
+        self : RobustNetClassifier
+        """
+        kwargs = self.get_params_for("module")
+        module = self.module
+        if isinstance(module, type) and issubclass(module, MLP):
+            if not hasattr(self, "n_features_in_") and "n_features" not in kwargs:
+                raise ValueError(
+                    "The default MLP is sized from the data: call fit(X, y) instead of "
+                    "initialize(), or pass module__n_features and module__n_classes."
+                )
+            kwargs.setdefault("n_features", getattr(self, "n_features_in_", None))
+            kwargs.setdefault("n_classes", len(self.classes_))
+            kwargs.setdefault("random_state", self._module_seed)
+            self.module_ = module(**kwargs)
+        else:
+            with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self._module_seed)
+                self.module_ = self.initialized_instance(module, kwargs)
+        check_per_sample_module(self.module_)
+        return self
+
+    def initialize_criterion(self):
+        """Build the criterion with ``reduction="none"`` (one loss per sample).
+
+        Returns
+        -------
+        self : RobustNetClassifier
+        """
+        kwargs = self.get_params_for("criterion")
+        if isinstance(self.criterion, type):
+            kwargs.setdefault("reduction", "none")
+        criterion = self.initialized_instance(self.criterion, kwargs)
+        if getattr(criterion, "reduction", "none") != "none":
+            raise ValueError(
+                f"The criterion must return one loss per sample, but it has "
+                f"reduction={criterion.reduction!r}. Pass the criterion class (it is "
+                "then built with reduction='none'), or an instance built with "
+                "reduction='none'."
+            )
+        self.criterion_ = criterion
+        return self
+
+    # -------------------------------------------------------------------- data
+    def _validate_features(self, X, reset):
+        X = validate_data(
+            self, X, reset=reset, accept_sparse=("csr", "csc", "coo"),
+            dtype=(np.float64, np.float32), ensure_min_samples=1,
+        )
+        if hasattr(X, "toarray"):
+            X = X.toarray()
+        return torch.as_tensor(np.asarray(X, dtype=np.float32))
+
+    def _prepare_fit_data(self, X, y, sample_weight, reset, classes=None):
+        check_hyperparameters(self)
+        if y is None:
+            raise ValueError("RobustNetClassifier requires y: the labels to learn.")
+        y = check_targets(y)
+        Xt = self._validate_features(X, reset=reset)
+        if len(y) != len(Xt):
+            raise ValueError(f"X has {len(Xt)} rows but y has {len(y)} labels.")
+        if reset:
+            labels = classes if classes is not None else self.classes
+            labels = np.unique(y) if labels is None or not len(labels) else np.asarray(labels)
+            if len(labels) < 2:
+                raise ValueError(
+                    f"y has a single class ({labels[0]!r}); a classifier needs samples of "
+                    "at least 2 classes."
+                )
+            self.classes_inferred_ = labels
+        y_enc = self._encode(y)
+        self._fit_sample_weight = check_sample_weight(sample_weight, len(y))
+        if self._fit_sample_weight is not None and not issubclass(
+                self.iterator_train, BatchLoader):
+            raise ValueError(
+                "sample_weight needs each batch's row indices, which only the default "
+                "iterator_train (skrobust.data.BatchLoader) provides."
+            )
+        return RowIndexedDataset(Xt, torch.as_tensor(y_enc)), y_enc
+
+    def _encode(self, y):
+        classes = np.asarray(self.classes_)
+        sorter = np.argsort(classes, kind="stable")
+        pos = np.searchsorted(classes, y, sorter=sorter).clip(0, len(classes) - 1)
+        encoded = sorter[pos]
+        unknown = classes[encoded] != y
+        if np.any(unknown):
+            raise ValueError(
+                f"y contains labels not seen in the classes of the first fit: "
+                f"{np.unique(y[unknown])[:5].tolist()}; known classes: "
+                f"{classes.tolist()}."
+            )
+        return encoded.astype(np.int64)
+
+    def get_iterator(self, dataset, training=False):
+        """Batch iterator; shuffles training data by default, seeded by ``random_state``.
+
+        Parameters
+        ----------
+        dataset : torch Dataset
+            The data to iterate over.
+        training : bool, default=False
+            Whether the iterator serves training.
+
+        Returns
+        -------
+        iterator : iterable of batches
+        """
+        iterator = self.iterator_train if training else self.iterator_valid
+        if not training:
+            return super().get_iterator(dataset, training=False)
+        prefix = "iterator_train"
+        kwargs = self.get_params_for(prefix)
+        kwargs.setdefault("shuffle", True)
+        kwargs.setdefault("batch_size", self.batch_size)
+        if kwargs["batch_size"] == -1:
+            kwargs["batch_size"] = len(dataset)
+        if kwargs["shuffle"] and "generator" not in kwargs:
+            kwargs["generator"] = self._shuffle_generator
+        return iterator(dataset, **kwargs)
+
+    def _get_predict_nonlinearity(self):
+        if self.predict_nonlinearity == "auto":
+            return _softmax
+        return super()._get_predict_nonlinearity()
+
+    def check_data(self, X, y):
+        """Data is validated in :meth:`fit`; nothing left to check here."""
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, X, y, sample_weight=None, **fit_params):
+        """Fit the network to noisy labels.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            Training features: numeric numpy arrays, pandas DataFrames or scipy
+            sparse matrices. They are copied to float32, never modified.
+        y : array-like of shape (n_samples,)
+            Labels of any type (strings, integers, ...).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; they multiply the robust weights.
+        **fit_params : dict
+            Passed on to the module's ``forward``, as in skorch.
+
+        Returns
+        -------
+        self : RobustNetClassifier
+        """
+        reset = not (self.warm_start and self.initialized_)
+        dataset, y_enc = self._prepare_fit_data(X, y, sample_weight, reset=reset)
+        if reset:
+            self.initialize()
+        try:
+            # NeuralNet.partial_fit, not ours: the data is validated already.
+            return super().partial_fit(dataset, y_enc, _routing_method="fit", **fit_params)
+        finally:
+            self._fit_sample_weight = None
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None, **fit_params):
+        """Continue training on ``(X, y)`` for ``max_epochs`` epochs.
+
+        The first call initializes the network; later calls keep its parameters,
+        optimizer state and per-row noise scores (as long as the number of rows
+        stays the same).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            Training features.
+        y : array-like of shape (n_samples,)
+            Labels.
+        classes : array-like of shape (n_classes,), default=None
+            All labels that will ever appear; needed on the first call only if
+            the first ``y`` misses some classes.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; they multiply the robust weights.
+        **fit_params : dict
+            Passed on to the module's ``forward``.
+
+        Returns
+        -------
+        self : RobustNetClassifier
+        """
+        reset = not self.initialized_
+        dataset, y_enc = self._prepare_fit_data(
+            X, y, sample_weight, reset=reset, classes=classes)
+        if reset:
+            self.initialize()
+        routing_method = fit_params.pop("_routing_method", "partial_fit")
+        try:
+            return super().partial_fit(
+                dataset, y_enc, _routing_method=routing_method, **fit_params)
+        finally:
+            self._fit_sample_weight = None
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        """Start the per-row memory behind :attr:`noise_scores_`, or keep it.
+
+        It is kept across ``partial_fit`` calls and warm-started fits on data
+        with the same number of rows, and started anew otherwise.
+        """
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        memory = getattr(self, "row_memory_", None)
+        if memory is None or len(memory) != len(X):
+            self.row_memory_ = RowScoreMemory(len(X))
+
+    # ------------------------------------------------------------- train step
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """Mean of :meth:`get_per_sample_loss`."""
+        return self.get_per_sample_loss(y_pred, y_true, X=X, training=training).mean()
+
+    def get_per_sample_loss(self, y_pred, y_true, X=None, training=False):
+        """One loss per sample, from the criterion built with ``reduction="none"``.
+
+        Parameters
+        ----------
+        y_pred : torch.Tensor of shape (batch_size, n_classes)
+            Logits.
+        y_true : torch.Tensor of shape (batch_size,)
+            Encoded targets.
+        X : torch.Tensor, default=None
+            The batch's features (unused; for subclasses).
+        training : bool, default=False
+            Whether this is a training step.
+
+        Returns
+        -------
+        losses : torch.Tensor of shape (batch_size,)
+        """
+        y_true = to_tensor(y_true, device=self.device)
+        losses = self.criterion_(y_pred, y_true)
+        if losses.dim() != 1 or losses.shape[0] != y_true.shape[0]:
+            raise ValueError(
+                f"The criterion returned shape {tuple(losses.shape)}; it must return one "
+                f"loss per sample, shape ({y_true.shape[0]},). Use reduction='none'."
+            )
+        return losses
+
+    def _current_engine(self):
+        engine = getattr(self, "_engine", None)
+        if engine is None or engine.module is not self.module_:
+            engine = self._engine = make_engine(self.module_, self.grad_engine)
+        return engine
+
+    @property
+    def grad_engine_(self):
+        """Name of the per-sample gradient engine in use."""
+        check_is_fitted(self, "module_")
+        return self._current_engine().name
+
+    def _reweighting_active(self):
+        return len(self.history) > self.warmup_epochs
+
+    def train_step_single(self, batch, **fit_params):
+        """One forward pass; per-sample norms, weights and the weighted gradient.
+
+        Parameters
+        ----------
+        batch : IndexedBatch or (X, y) tuple
+            A batch from the training iterator.
+        **fit_params : dict
+            Passed on to the module's ``forward``.
+
+        Returns
+        -------
+        step : dict
+            ``loss`` (the weighted objective), ``y_pred``, and the batch's
+            ``norms`` and robust ``weights``.
+        """
+        self._set_training(True)
+        Xi, yi = batch
+        engine = self._current_engine()
+        with engine.capture():
+            y_pred = self.infer(Xi, **fit_params)
+        n_classes = len(self.classes_)
+        if y_pred.dim() != 2 or y_pred.shape[1] != n_classes:
+            raise ValueError(
+                f"The module returned shape {tuple(y_pred.shape)}; it must return "
+                f"(batch_size, n_classes) = (*, {n_classes}) logits."
+            )
+        losses = self.get_per_sample_loss(y_pred, yi, X=Xi, training=True)
+        norms = engine.norms(losses)
+        if self._reweighting_active():
+            weights = compute_weights(norms, weighting=self.weighting, stats=self.stats,
+                                      alpha=self.alpha, beta=self.beta)
+        else:
+            weights = torch.ones_like(norms)
+        coefficients = weights
+        user_weights = getattr(self, "_fit_sample_weight", None)
+        if user_weights is not None:
+            coefficients = coefficients * user_weights[batch.rows].to(norms.device)
+        if self.normalize_weights:
+            mean = coefficients.mean()
+            coefficients = coefficients / torch.where(mean > 0, mean, torch.ones_like(mean))
+        coefficients = coefficients / len(norms)
+        engine.backward(coefficients)
+        loss = (coefficients * losses.detach()).sum()
+        return {"loss": loss, "y_pred": y_pred, "norms": norms, "weights": weights}
+
+    def train_step(self, batch, **fit_params):
+        """Optimizer step, then bookkeeping of the batch's weights and norms.
+
+        Parameters
+        ----------
+        batch : IndexedBatch or (X, y) tuple
+            A batch from the training iterator.
+        **fit_params : dict
+            Passed on to the module's ``forward``.
+
+        Returns
+        -------
+        step : dict
+            As returned by :meth:`train_step_single`.
+        """
+        step = super().train_step(batch, **fit_params)
+        weights = step["weights"]
+        mean, low = torch.stack(
+            [weights.mean(), (weights < _LOW_WEIGHT).to(weights.dtype).mean()]).tolist()
+        self.history.record_batch("weight_mean", mean)
+        self.history.record_batch("weight_low", low)
+        rows = getattr(batch, "rows", None)
+        if rows is not None:
+            self.row_memory_.update(rows, standardize(step["norms"]))
+        return step
+
+    # ----------------------------------------------------------------- predict
+    def _predict_dataset(self, X):
+        check_is_fitted(self, "module_")
+        return RowIndexedDataset(self._validate_features(X, reset=False))
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of :attr:`classes_`.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            Features.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        proba = super().predict_proba(self._predict_dataset(X)).astype(np.float64)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Predicted labels, taken from :attr:`classes_`.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+            Features.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        return np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
+
+    @property
+    def noise_scores_(self):
+        """Per-row label-noise scores of the last fit; higher = more likely mislabeled."""
+        check_is_fitted(self, "row_memory_")
+        return self.row_memory_.scores.numpy().copy()

@@ -1,0 +1,132 @@
+"""Weighting rules: per-sample gradient norms in, per-sample weights out.
+
+Everything here is a pure function of a batch's norms. The training step of
+:class:`~skrobust.RobustNetClassifier` calls :func:`compute_weights` and nothing
+else, so what is tested here is exactly what trains the model.
+"""
+
+import math
+
+import torch
+
+__all__ = ["WEIGHTINGS", "STATS", "batch_statistics", "compute_weights"]
+
+#: Weighting modes accepted by :func:`compute_weights`.
+WEIGHTINGS = ("truncate", "soft", "none")
+
+#: Batch statistics accepted by :func:`compute_weights`.
+STATS = ("mean_std", "median_iqr")
+
+# sigma of a normal distribution is its interquartile range divided by this.
+_IQR_TO_SIGMA = 1.349
+
+
+def batch_statistics(norms, stats="mean_std"):
+    """Centre and spread of a batch of gradient norms.
+
+    Parameters
+    ----------
+    norms : torch.Tensor of shape (n_samples,)
+        Finite per-sample gradient norms.
+    stats : {"mean_std", "median_iqr"}, default="mean_std"
+        ``"mean_std"``: the mean and the standard deviation (``ddof=1``).
+        ``"median_iqr"``: the median and ``IQR / 1.349``, the standard
+        deviation of a normal distribution with that interquartile range.
+
+    Returns
+    -------
+    mu : torch.Tensor
+        Zero-dimensional tensor, the centre.
+    sigma : torch.Tensor
+        Zero-dimensional tensor, the spread; ``0`` when the batch has fewer
+        than two samples.
+    """
+    if stats not in STATS:
+        raise ValueError(f"stats must be one of {STATS}, got {stats!r}.")
+    if norms.numel() < 2:
+        centre = norms.mean() if norms.numel() else norms.new_zeros(())
+        return centre, norms.new_zeros(())
+    if stats == "mean_std":
+        return norms.mean(), norms.std()
+    q25, q50, q75 = torch.quantile(norms, norms.new_tensor([0.25, 0.5, 0.75]))
+    return q50, (q75 - q25) / _IQR_TO_SIGMA
+
+
+def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
+                    beta=float("inf")):
+    """Per-sample weights from per-sample gradient norms.
+
+    Parameters
+    ----------
+    norms : array-like or torch.Tensor of shape (n_samples,)
+        Per-sample gradient L2 norms of one batch.
+    weighting : {"truncate", "soft", "none"}, default="truncate"
+        ``"truncate"``: ``w_i = 0`` when ``g_i > mu + alpha * sigma`` or
+        ``g_i < mu - beta * sigma``, else ``1``.
+        ``"soft"``: ``w_i = exp(-(g_i - mu)**2 / (2 * sigma**2))``; ``alpha`` and
+        ``beta`` are not used.
+        ``"none"``: every weight is ``1``.
+    stats : {"mean_std", "median_iqr"}, default="mean_std"
+        How ``mu`` and ``sigma`` are estimated from the batch, see
+        :func:`batch_statistics`.
+    alpha : float, default=1.0
+        Upper threshold, in units of ``sigma`` above ``mu``. ``inf`` keeps every
+        large norm.
+    beta : float, default=inf
+        Lower threshold, in units of ``sigma`` below ``mu``. ``inf`` keeps every
+        small norm.
+
+    Returns
+    -------
+    weights : torch.Tensor of shape (n_samples,)
+        Weights in ``[0, 1]``, never NaN, on the device and in the floating dtype
+        of ``norms``.
+
+    Notes
+    -----
+    Non-finite norms (NaN or inf, e.g. from a diverged loss) get weight ``0``
+    and are left out of the statistics. When ``sigma`` is ``0`` or not finite
+    (identical norms, or a batch of one sample) no sample stands out and every
+    finite norm gets weight ``1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skrobust import compute_weights
+    >>> norms = torch.tensor([1.0, 1.1, 0.9, 1.0, 5.0])
+    >>> compute_weights(norms, weighting="truncate", alpha=1.0)
+    tensor([1., 1., 1., 1., 0.])
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}.")
+    if stats not in STATS:
+        raise ValueError(f"stats must be one of {STATS}, got {stats!r}.")
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+            raise ValueError(f"{name} must be a number >= 0 (inf allowed), got {value!r}.")
+
+    norms = torch.as_tensor(norms)
+    if not norms.is_floating_point():
+        norms = norms.to(torch.get_default_dtype())
+    norms = norms.detach().reshape(-1)
+    finite = torch.isfinite(norms)
+    weights = finite.to(norms.dtype)
+    if weighting == "none":
+        return weights
+
+    kept = norms[finite]
+    mu, sigma = batch_statistics(kept, stats)
+    # Branch-free on purpose: no host-device synchronisation in the train step.
+    spread = torch.isfinite(sigma) & (sigma > 0)
+    sigma = torch.where(spread, sigma, torch.ones_like(sigma))
+    safe = torch.where(finite, norms, mu)
+    if weighting == "soft":
+        rule = torch.exp(-((safe - mu) ** 2) / (2 * sigma**2))
+    else:
+        inside = torch.ones_like(finite)
+        if math.isfinite(alpha):
+            inside &= safe <= mu + alpha * sigma
+        if math.isfinite(beta):
+            inside &= safe >= mu - beta * sigma
+        rule = inside.to(norms.dtype)
+    return torch.where(spread, weights * rule, weights)
