@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 import torch
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import column_or_1d
 
 from .engines import ENGINES
 from .weighting import STATS, WEIGHTINGS
@@ -64,13 +65,12 @@ def check_hyperparameters(estimator):
 def check_targets(y):
     """Classification targets as a 1-D numpy array, or a clear error."""
     y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        raise ValueError(
-            "y should be a 1-D array of labels; got a column vector of shape "
-            f"{y.shape}. Use y.ravel()."
-        )
     if y.dtype.kind == "c":
-        raise ValueError("Complex labels are not supported: y has a complex dtype.")
+        raise ValueError("Complex data not supported: y has a complex dtype.")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)
+    if y.ndim != 1:
+        raise ValueError(f"y should be a 1d array of labels; got shape {y.shape}.")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError("y contains NaN or infinity; every row needs a label.")
     if y.dtype.kind == "O" and any(v is None or (isinstance(v, float) and math.isnan(v))

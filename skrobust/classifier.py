@@ -307,9 +307,13 @@ class RobustNetClassifier(NeuralNetClassifier):
     def _prepare_fit_data(self, X, y, sample_weight, reset, classes=None):
         check_hyperparameters(self)
         if y is None:
-            raise ValueError("RobustNetClassifier requires y: the labels to learn.")
+            raise ValueError(
+                "RobustNetClassifier requires y to be passed, but the target y is None.")
         y = check_targets(y)
         Xt = self._validate_features(X, reset=reset)
+        if reset and len(Xt) < 2:
+            raise ValueError(
+                f"Got n_samples={len(Xt)}; training needs at least 2 samples of 2 classes.")
         if len(y) != len(Xt):
             raise ValueError(f"X has {len(Xt)} rows but y has {len(y)} labels.")
         if reset:
@@ -609,7 +613,14 @@ class RobustNetClassifier(NeuralNetClassifier):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)
+        return np.asarray(self.classes_)[proba.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.non_deterministic = self.random_state is None
+        return tags
 
     @property
     def noise_scores_(self):

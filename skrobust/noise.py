@@ -217,7 +217,7 @@ def _check_features(X, name="X"):
         if all(is_float_dtype(dt) and isinstance(dt, np.dtype) for dt in frame.dtypes):
             values = frame.to_numpy(copy=True)
         else:
-            values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+            values = frame.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     else:
         values = np.asarray(X)
         if values.dtype.kind not in "biuf":
