@@ -8,7 +8,7 @@ gradient norm across the epochs. It is the source of
 
 import torch
 
-from .weighting import batch_statistics
+from .weighting import _has_spread, batch_statistics
 
 __all__ = ["RowScoreMemory", "standardize"]
 
@@ -30,8 +30,9 @@ def standardize(norms, stats="median_iqr"):
         ``(g - mu) / sigma``; ``0`` where sigma is ``0`` or a norm is not finite.
     """
     finite = torch.isfinite(norms)
-    mu, sigma = batch_statistics(norms[finite], stats)
-    spread = torch.isfinite(sigma) & (sigma > 0)
+    kept = norms[finite]
+    mu, sigma = batch_statistics(kept, stats)
+    spread = _has_spread(kept, mu, sigma)
     z = (norms - mu) / torch.where(spread, sigma, torch.ones_like(sigma))
     return torch.where(finite & spread, z, torch.zeros_like(z))
 

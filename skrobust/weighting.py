@@ -52,6 +52,12 @@ def batch_statistics(norms, stats="mean_std"):
     return q50, (q75 - q25) / _IQR_TO_SIGMA
 
 
+def _has_spread(norms, mu, sigma):
+    """Whether sigma exceeds the rounding error of identical norms' statistics."""
+    noise_floor = torch.finfo(norms.dtype).eps * mu.abs() * max(norms.numel(), 1)
+    return torch.isfinite(sigma) & (sigma > noise_floor)
+
+
 def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
                     beta=float("inf")):
     """Per-sample weights from per-sample gradient norms.
@@ -85,9 +91,9 @@ def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
     Notes
     -----
     Non-finite norms (NaN or inf, e.g. from a diverged loss) get weight ``0``
-    and are left out of the statistics. When ``sigma`` is ``0`` or not finite
-    (identical norms, or a batch of one sample) no sample stands out and every
-    finite norm gets weight ``1``.
+    and are left out of the statistics. When ``sigma`` is ``0`` (up to rounding) or
+    not finite (identical norms, or a batch of one sample) no sample stands out
+    and every finite norm gets weight ``1``.
 
     Examples
     --------
@@ -117,11 +123,11 @@ def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
     kept = norms[finite]
     mu, sigma = batch_statistics(kept, stats)
     # Branch-free on purpose: no host-device synchronisation in the train step.
-    spread = torch.isfinite(sigma) & (sigma > 0)
+    spread = _has_spread(kept, mu, sigma)
     sigma = torch.where(spread, sigma, torch.ones_like(sigma))
     safe = torch.where(finite, norms, mu)
     if weighting == "soft":
-        rule = torch.exp(-((safe - mu) ** 2) / (2 * sigma**2))
+        rule = torch.exp(-0.5 * ((safe - mu) / sigma) ** 2)
     else:
         inside = torch.ones_like(finite)
         if math.isfinite(alpha):
