@@ -11,12 +11,20 @@ def small_data():
     return X, y
 
 
-def fast_params(**overrides):
-    """Settings that keep a fit well under a second."""
-    params = dict(max_epochs=4, batch_size=32, verbose=0, random_state=0,
-                  warmup_epochs=1, module__hidden_layer_sizes=(16,))
+def _make_net(**overrides):
+    """A RobustNetClassifier with settings that keep a fit well under a second."""
+    from skrobust import RobustNetClassifier
+
+    params = dict(max_epochs=4, batch_size=32, verbose=0, random_state=0, warmup_epochs=1)
+    if "module" not in overrides:
+        params["module__hidden_layer_sizes"] = (16,)
     params.update(overrides)
-    return params
+    return RobustNetClassifier(**params)
+
+
+@pytest.fixture(scope="session")
+def make_net():
+    return _make_net
 
 
 @pytest.fixture
