@@ -20,7 +20,6 @@ from skrobust import RobustNetClassifier, compute_weights, per_sample_grad_norms
 from skrobust.data import IndexedBatch
 
 
-
 # ----------------------------------------------------------------- inputs
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.int32])
 def test_feature_dtypes(small_data, dtype, make_net):
