@@ -11,6 +11,9 @@ from sklearn.utils.validation import column_or_1d
 from .engines import ENGINES
 from .weighting import STATS, WEIGHTINGS
 
+#: Values of RobustNetClassifier's ``weighting``: the batch rules, and the row rule.
+WEIGHTING_MODES = ("adaptive", *WEIGHTINGS)
+
 
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -26,7 +29,7 @@ def _check_nonnegative(value):
 
 # name -> (predicate, description of the allowed values)
 _HYPERPARAMETERS = {
-    "weighting": (lambda v: v in WEIGHTINGS, f"one of {WEIGHTINGS}"),
+    "weighting": (lambda v: v in WEIGHTING_MODES, f"one of {WEIGHTING_MODES}"),
     "stats": (lambda v: v in STATS, f"one of {STATS}"),
     "alpha": (_check_nonnegative, "a number >= 0 (float('inf') disables the upper cut)"),
     "beta": (_check_nonnegative, "a number >= 0 (float('inf') disables the lower cut)"),

@@ -14,8 +14,9 @@ from skorch.utils import to_tensor
 from ._validation import check_hyperparameters, check_sample_weight, check_targets
 from .data import BatchLoader, RowIndexedDataset
 from .engines import check_per_sample_module, make_engine
-from .memory import RowScoreMemory, standardize
+from .memory import RowMemory, standardize
 from .modules import MLP
+from .selection import flag_noisy_rows
 from .weighting import compute_weights
 
 __all__ = ["RobustNetClassifier"]
@@ -61,14 +62,19 @@ class RobustNetClassifier(NeuralNetClassifier):
         data; set its other arguments with ``module__hidden_layer_sizes``,
         ``module__activation`` and ``module__dropout``. BatchNorm layers are
         refused (they mix samples; use LayerNorm).
-    weighting : {"truncate", "soft", "none"}, default="truncate"
-        The weighting rule. ``"truncate"`` zeroes samples outside
-        ``[mu - beta*sigma, mu + alpha*sigma]``; ``"soft"`` gives
-        ``exp(-(g - mu)^2 / (2 sigma^2))``; ``"none"`` trains plainly through the
-        same code path.
+    weighting : {"adaptive", "truncate", "soft", "none"}, default="adaptive"
+        The weighting rule. The seed's batch rules: ``"truncate"`` zeroes
+        samples outside ``[mu - beta*sigma, mu + alpha*sigma]``; ``"soft"``
+        gives ``exp(-(g - mu)^2 / (2 sigma^2))``. ``"adaptive"`` judges rows,
+        not batches: it leaves out of training the rows whose running-average
+        prediction confidently names another class *and* whose running-average
+        standardised gradient norm is above the batch median (see
+        :func:`skrobust.selection.flag_noisy_rows`); the thresholds come from
+        the data, so it adapts to the noise rate and flags almost nothing on
+        clean labels. ``"none"`` trains plainly through the same code path.
     stats : {"mean_std", "median_iqr"}, default="mean_std"
-        Centre and spread of a batch's norms: mean and standard deviation, or
-        median and ``IQR / 1.349``.
+        Centre and spread of a batch's norms for ``"truncate"`` and ``"soft"``:
+        mean and standard deviation (``ddof=1``), or median and ``IQR / 1.349``.
     alpha : float, default=1.0
         Upper cut of ``"truncate"``, in units of sigma above mu.
     beta : float, default=inf
@@ -76,7 +82,9 @@ class RobustNetClassifier(NeuralNetClassifier):
         keeps samples with small gradients (well-fitted samples).
     warmup_epochs : int, default=5
         Epochs of plain training before reweighting starts: early on every
-        gradient is large and the norms do not yet separate noisy rows.
+        gradient is large and the norms do not yet separate noisy rows. With
+        ``"adaptive"``, the first rows are left out after this many epochs, and
+        the selection is renewed after every epoch.
     normalize_weights : bool, default=False
         Divide the weights by their batch mean, so the step size does not shrink
         when samples are dropped.
@@ -121,6 +129,12 @@ class RobustNetClassifier(NeuralNetClassifier):
         One score per row of the ``X`` given to ``fit``: a moving average over
         the epochs of the row's standardised gradient norm. Higher means more
         likely mislabeled. NaN for rows held out by ``train_split``.
+    label_issues_ : ndarray of shape (n_samples,), dtype bool
+        Rows judged mislabeled at the end of training (the rows that
+        ``weighting="adaptive"`` leaves out), whatever the weighting mode.
+    norm_memory_, proba_memory_ : skrobust.memory.RowMemory
+        Per-row running averages of the standardised gradient norm and of the
+        predicted probabilities; kept by ``partial_fit`` and warm starts.
     grad_engine_ : str
         The engine used, ``"ghost"`` or ``"generic"``.
     module_, criterion_, optimizer_, history_
@@ -163,7 +177,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         self,
         module=MLP,
         *,
-        weighting="truncate",
+        weighting="adaptive",
         stats="mean_std",
         alpha=1.0,
         beta=float("inf"),
@@ -243,7 +257,9 @@ class RobustNetClassifier(NeuralNetClassifier):
         self._module_seed = int(seeds[0])
         self._shuffle_generator = torch.Generator().manual_seed(int(seeds[1]))
         self._engine = None
-        vars(self).pop("row_memory_", None)
+        self._row_keep = None
+        for name in ("norm_memory_", "proba_memory_"):
+            vars(self).pop(name, None)
         super().initialize()
         return self
 
@@ -327,11 +343,13 @@ class RobustNetClassifier(NeuralNetClassifier):
             self.classes_inferred_ = labels
         y_enc = self._encode(y)
         self._fit_sample_weight = check_sample_weight(sample_weight, len(y))
-        if self._fit_sample_weight is not None and not issubclass(
-                self.iterator_train, BatchLoader):
+        needs_rows = self._fit_sample_weight is not None or self.weighting == "adaptive"
+        if needs_rows and not (isinstance(self.iterator_train, type)
+                               and issubclass(self.iterator_train, BatchLoader)):
             raise ValueError(
-                "sample_weight needs each batch's row indices, which only the default "
-                "iterator_train (skrobust.data.BatchLoader) provides."
+                "sample_weight and weighting='adaptive' need each batch's row indices, "
+                "which only the default iterator_train (skrobust.data.BatchLoader) "
+                "provides."
             )
         return RowIndexedDataset(Xt, torch.as_tensor(y_enc)), y_enc
 
@@ -458,9 +476,23 @@ class RobustNetClassifier(NeuralNetClassifier):
         with the same number of rows, and started anew otherwise.
         """
         super().on_train_begin(net, X=X, y=y, **kwargs)
-        memory = getattr(self, "row_memory_", None)
+        memory = getattr(self, "norm_memory_", None)
         if memory is None or len(memory) != len(X):
-            self.row_memory_ = RowScoreMemory(len(X))
+            self.norm_memory_ = RowMemory(len(X))
+            self.proba_memory_ = RowMemory(len(X), width=len(self.classes_))
+            self._row_keep = None
+        self._train_labels = X.y
+
+    def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        """Update the rows left out by ``weighting="adaptive"`` for the next epoch."""
+        super().on_epoch_end(net, dataset_train=dataset_train,
+                             dataset_valid=dataset_valid, **kwargs)
+        if self.weighting == "adaptive" and len(self.history) >= self.warmup_epochs:
+            self._row_keep = (~self._flag_rows()).to(torch.float32)
+
+    def _flag_rows(self):
+        return flag_noisy_rows(self.proba_memory_.values, self._train_labels,
+                               self.norm_memory_.values)
 
     # ------------------------------------------------------------- train step
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -509,6 +541,14 @@ class RobustNetClassifier(NeuralNetClassifier):
     def _reweighting_active(self):
         return len(self.history) > self.warmup_epochs
 
+    def _batch_weights(self, batch, norms):
+        if self.weighting == "adaptive":
+            if self._row_keep is None:
+                return torch.ones_like(norms)
+            return self._row_keep[batch.rows].to(norms.device, norms.dtype)
+        return compute_weights(norms, weighting=self.weighting, stats=self.stats,
+                               alpha=self.alpha, beta=self.beta)
+
     def train_step_single(self, batch, **fit_params):
         """One forward pass; per-sample norms, weights and the weighted gradient.
 
@@ -539,8 +579,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         losses = self.get_per_sample_loss(y_pred, yi, X=Xi, training=True)
         norms = engine.norms(losses)
         if self._reweighting_active():
-            weights = compute_weights(norms, weighting=self.weighting, stats=self.stats,
-                                      alpha=self.alpha, beta=self.beta)
+            weights = self._batch_weights(batch, norms)
         else:
             weights = torch.ones_like(norms)
         coefficients = weights
@@ -578,7 +617,8 @@ class RobustNetClassifier(NeuralNetClassifier):
         self.history.record_batch("weight_low", low)
         rows = getattr(batch, "rows", None)
         if rows is not None:
-            self.row_memory_.update(rows, standardize(step["norms"]))
+            self.norm_memory_.update(rows, standardize(step["norms"]))
+            self.proba_memory_.update(rows, torch.softmax(step["y_pred"].detach(), dim=-1))
         return step
 
     # ----------------------------------------------------------------- predict
@@ -625,5 +665,18 @@ class RobustNetClassifier(NeuralNetClassifier):
     @property
     def noise_scores_(self):
         """Per-row label-noise scores of the last fit; higher = more likely mislabeled."""
-        check_is_fitted(self, "row_memory_")
-        return self.row_memory_.scores.numpy().copy()
+        check_is_fitted(self, "norm_memory_")
+        return self.norm_memory_.values.numpy().copy()
+
+    @property
+    def label_issues_(self):
+        """Boolean mask over the rows of the last fit: rows judged mislabeled.
+
+        A row is flagged when its running-average prediction confidently names
+        another class (per-class thresholds, as in confident learning) and its
+        running-average gradient norm is above its batches' median; see
+        :func:`skrobust.selection.flag_noisy_rows`. With
+        ``weighting="adaptive"`` these rows were left out of training.
+        """
+        check_is_fitted(self, "norm_memory_")
+        return self._flag_rows().numpy()

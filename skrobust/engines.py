@@ -173,9 +173,11 @@ class GhostNormEngine:
     identity. LayerNorm and Embedding follow the same pattern with their own
     closed forms.
 
-    If a layer is called more than once in a forward pass (shared weights) or
-    its output is modified in place, the closed form does not apply: that step
-    silently uses :class:`GenericEngine` instead, which is exact but slower.
+    Only these exact layer types are covered (a subclass may change the maths),
+    and a parameter shared by two layers makes the module unsupported. If a
+    layer is called more than once in a forward pass or its output is modified
+    in place, the closed form does not apply: that step silently uses
+    :class:`GenericEngine` instead, which is exact but slower.
     """
 
     name = "ghost"
@@ -201,15 +203,19 @@ class GhostNormEngine:
         -------
         supported : bool
         """
+        owners = {}
         for layer in module.modules():
             own = [p for p in layer.parameters(recurse=False) if p.requires_grad]
             if not own:
                 continue
-            if isinstance(layer, nn.Embedding):
-                if layer.sparse or layer.scale_grad_by_freq:
-                    return False
-            elif not isinstance(layer, (nn.Linear, nn.LayerNorm)):
+            # Exact types only: a subclass may change forward or add parameters.
+            if type(layer) not in _CLOSED_FORMS:
                 return False
+            if isinstance(layer, nn.Embedding) and (layer.sparse or layer.scale_grad_by_freq):
+                return False
+            for p in own:
+                if owners.setdefault(id(p), layer) is not layer:
+                    return False  # a tensor shared by two layers: norms would not add
         return True
 
     @contextlib.contextmanager
@@ -227,7 +233,7 @@ class GhostNormEngine:
     def _hook(self, layer, inputs, output):
         record = self._records[layer]
         record.calls += 1
-        record.input = inputs[0]
+        record.input = inputs[0].detach()
         record.output = output
         record.version = output._version
 
@@ -245,10 +251,12 @@ class GhostNormEngine:
         self._generic = None
         records = list(self._records.items())
         outputs = [r.output for _, r in records]
-        self._grads = torch.autograd.grad(losses.sum(), outputs)
+        # allow_unused: a layer whose output does not reach the loss gets no gradient.
+        self._grads = torch.autograd.grad(losses.sum(), outputs, allow_unused=True)
         sq = losses.new_zeros(losses.shape[0])
         for (layer, record), grad in zip(records, self._grads):
-            sq = sq + self._forms[layer][0](layer, record.input, grad)
+            if grad is not None:
+                sq = sq + self._forms[layer][0](layer, record.input, grad)
         return sq.sqrt().detach()
 
     def backward(self, coefficients):
@@ -259,6 +267,8 @@ class GhostNormEngine:
             return
         c = coefficients.detach()
         for (layer, record), grad in zip(self._records.items(), self._grads):
+            if grad is None:
+                continue
             weighted = grad * c.reshape((-1,) + (1,) * (grad.dim() - 1))
             self._forms[layer][1](layer, record.input, weighted)
         self._records = {}

@@ -1,16 +1,17 @@
-"""Per-row memory of how far each training row's gradient norm stands out.
+"""Per-row memory of training signals across epochs.
 
-The weighting rules see one batch at a time; the memory keeps, for every row of
-the data given to ``fit``, an exponential moving average of its standardised
-gradient norm across the epochs. It is the source of
-:attr:`RobustNetClassifier.noise_scores_`.
+The weighting rules of :mod:`skrobust.weighting` see one batch at a time. The
+memory keeps, for every row of the data given to ``fit``, an exponential moving
+average of what the training step saw for that row: its standardised gradient
+norm (the source of :attr:`RobustNetClassifier.noise_scores_`) and its predicted
+class probabilities (the input of :mod:`skrobust.selection`).
 """
 
 import torch
 
 from .weighting import _has_spread, batch_statistics
 
-__all__ = ["RowScoreMemory", "standardize"]
+__all__ = ["RowMemory", "standardize"]
 
 
 def standardize(norms, stats="median_iqr"):
@@ -37,47 +38,57 @@ def standardize(norms, stats="median_iqr"):
     return torch.where(finite & spread, z, torch.zeros_like(z))
 
 
-class RowScoreMemory:
-    """Exponential moving average of a score per dataset row.
+class RowMemory:
+    """Exponential moving average of a per-row value (a scalar or a vector).
 
     Parameters
     ----------
     n_rows : int
         Number of rows of the data given to ``fit``.
+    width : int or None, default=None
+        ``None`` for one scalar per row, else the length of each row's vector.
     momentum : float, default=0.9
-        Weight of the past at each update: ``s <- momentum * s + (1 - momentum) * z``.
-        The first update of a row sets it to ``z``.
+        Weight of the past at each update: ``v <- momentum * v + (1 - momentum) * x``.
+        A row's first update sets it to ``x``. Each row is seen once per epoch,
+        so the average spans about ``1 / (1 - momentum)`` recent epochs.
 
     Attributes
     ----------
-    scores : torch.Tensor of shape (n_rows,)
-        The running scores; NaN for rows never updated.
+    values : torch.Tensor of shape (n_rows,) or (n_rows, width)
+        The running averages, float64 on the CPU; NaN for rows never updated.
     counts : torch.Tensor of shape (n_rows,)
         How many times each row was updated.
     """
 
-    def __init__(self, n_rows, momentum=0.9):
+    def __init__(self, n_rows, width=None, momentum=0.9):
+        shape = (n_rows,) if width is None else (n_rows, width)
         self.momentum = momentum
-        self.scores = torch.full((n_rows,), float("nan"), dtype=torch.float64)
+        self.values = torch.full(shape, float("nan"), dtype=torch.float64)
         self.counts = torch.zeros(n_rows, dtype=torch.long)
 
     def __len__(self):
         return len(self.counts)
 
     def update(self, rows, values):
-        """Fold ``values`` into the scores of ``rows``.
+        """Fold ``values`` into the averages of ``rows``.
 
         Parameters
         ----------
         rows : torch.Tensor of shape (k,)
             Row indices, unique within one call.
-        values : torch.Tensor of shape (k,)
+        values : torch.Tensor of shape (k,) or (k, width)
             New observations for those rows.
         """
         rows = rows.cpu()
         values = values.detach().to("cpu", torch.float64)
         seen = self.counts[rows] > 0
-        old = self.scores[rows]
-        blended = self.momentum * old + (1 - self.momentum) * values
-        self.scores[rows] = torch.where(seen, blended, values)
+        if values.dim() > 1:
+            seen = seen.unsqueeze(1)
+        blended = self.momentum * self.values[rows] + (1 - self.momentum) * values
+        self.values[rows] = torch.where(seen, blended, values)
         self.counts[rows] += 1
+
+    @property
+    def seen(self):
+        """Boolean mask of the rows updated at least once."""
+        return self.counts > 0

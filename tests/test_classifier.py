@@ -125,7 +125,7 @@ def test_params_stored_verbatim_and_cloneable():
 
 
 @pytest.mark.parametrize("param, value, match", [
-    ("weighting", "hard", "weighting must be one of"),
+    ("weighting", "hard", "weighting must be one of .'adaptive', 'truncate'"),
     ("stats", "mode", "stats must be one of"),
     ("alpha", -0.1, "alpha must be a number >= 0"),
     ("beta", float("nan"), "beta must be a number >= 0"),
@@ -199,7 +199,8 @@ def test_pickle_round_trip(small_data, make_net):
 def test_train_step_applies_weighted_gradient_of_the_seed(small_data, make_net):
     """(1/B) sum_i w_i grad_i, with w from compute_weights on the true norms."""
     X, y = small_data
-    net = make_net(warmup_epochs=0, alpha=0.5, beta=0.5, max_epochs=1).fit(X, y)
+    net = make_net(weighting="truncate", warmup_epochs=0, alpha=0.5, beta=0.5,
+                   max_epochs=1).fit(X, y)
     net.history.new_epoch()  # past warm-up
     Xb = torch.as_tensor(X[:32], dtype=torch.float32)
     yb = torch.as_tensor(y[:32])
@@ -220,7 +221,7 @@ def test_train_step_applies_weighted_gradient_of_the_seed(small_data, make_net):
 
 def test_history_has_weight_columns_and_warmup_is_plain(small_data, make_net):
     X, y = small_data
-    net = make_net(warmup_epochs=2, max_epochs=4, alpha=0.5).fit(X, y)
+    net = make_net(weighting="truncate", warmup_epochs=2, max_epochs=4, alpha=0.5).fit(X, y)
     means = net.history[:, "weight_mean"]
     lows = net.history[:, "weight_low"]
     assert means[:2] == [1.0, 1.0] and lows[:2] == [0.0, 0.0]
@@ -236,7 +237,8 @@ def test_weighting_none_trains_plainly(small_data, make_net):
 @pytest.mark.parametrize("normalize", [False, True])
 def test_normalize_weights_changes_the_update(small_data, normalize, make_net):
     X, y = small_data
-    net = make_net(warmup_epochs=0, alpha=0.3, normalize_weights=normalize).fit(X, y)
+    net = make_net(weighting="truncate", warmup_epochs=0, alpha=0.3,
+                   normalize_weights=normalize).fit(X, y)
     assert np.isfinite(net.history[-1, "train_loss"])
 
 
@@ -334,5 +336,5 @@ def test_partial_fit_keeps_state(small_data, make_net):
     first = net.noise_scores_.copy()
     net.partial_fit(X, y)
     assert len(net.history) == 2
-    assert int(net.row_memory_.counts.min()) == 2
+    assert int(net.norm_memory_.counts.min()) == 2
     assert not np.array_equal(first, net.noise_scores_)
