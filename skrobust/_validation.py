@@ -12,7 +12,7 @@ from .engines import ENGINES
 from .weighting import STATS, WEIGHTINGS
 
 #: Values of RobustNetClassifier's ``weighting``: the batch rules, and the row rule.
-WEIGHTING_MODES = ("adaptive", *WEIGHTINGS)
+WEIGHTING_MODES = ("adaptive", "small_loss", *WEIGHTINGS)
 
 
 def _is_int(value):
@@ -36,6 +36,9 @@ _HYPERPARAMETERS = {
     "warmup_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "normalize_weights": (lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
     "grad_engine": (lambda v: v in ENGINES, f"one of {ENGINES}"),
+    "forget_rate": (lambda v: v == "auto" or (_is_real(v) and 0 <= v < 1),
+                    "'auto' or a number in [0, 1)"),
+    "loss_correction": (lambda v: v in (None, "forward"), "None or 'forward'"),
     "random_state": (
         lambda v: v is None or _is_int(v) or isinstance(v, np.random.RandomState),
         "None, an integer or a numpy.random.RandomState",
@@ -58,6 +61,13 @@ def check_hyperparameters(estimator):
             ok = False
         if not ok:
             problems.append(f"{name} must be {allowed}; got {value!r}.")
+    if estimator.loss_correction == "forward":
+        if estimator.criterion is not torch.nn.CrossEntropyLoss:
+            problems.append("loss_correction='forward' corrects the cross entropy: keep "
+                            "the default criterion=torch.nn.CrossEntropyLoss.")
+        if _is_int(estimator.warmup_epochs) and estimator.warmup_epochs < 1:
+            problems.append("loss_correction='forward' estimates the noise from the "
+                            "first warmup_epochs epochs: set warmup_epochs >= 1.")
     if problems:
         raise ValueError(
             f"Invalid hyperparameters for {type(estimator).__name__}:\n  "

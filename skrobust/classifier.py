@@ -14,10 +14,11 @@ from skorch.utils import to_tensor
 from ._validation import check_hyperparameters, check_sample_weight, check_targets
 from .data import BatchLoader, RowIndexedDataset
 from .engines import check_per_sample_module, make_engine
+from .losses import ForwardCorrectedCrossEntropy, estimate_transition_matrix
 from .memory import RowMemory, standardize
 from .modules import MLP
 from .selection import flag_noisy_rows
-from .weighting import compute_weights
+from .weighting import compute_weights, small_loss_weights
 
 __all__ = ["RobustNetClassifier"]
 
@@ -62,7 +63,8 @@ class RobustNetClassifier(NeuralNetClassifier):
         data; set its other arguments with ``module__hidden_layer_sizes``,
         ``module__activation`` and ``module__dropout``. BatchNorm layers are
         refused (they mix samples; use LayerNorm).
-    weighting : {"adaptive", "truncate", "soft", "none"}, default="adaptive"
+    weighting : {"adaptive", "truncate", "soft", "small_loss", "none"}, \
+            default="adaptive"
         The weighting rule. The seed's batch rules: ``"truncate"`` zeroes
         samples outside ``[mu - beta*sigma, mu + alpha*sigma]``; ``"soft"``
         gives ``exp(-(g - mu)^2 / (2 sigma^2))``. ``"adaptive"`` judges rows,
@@ -71,7 +73,9 @@ class RobustNetClassifier(NeuralNetClassifier):
         standardised gradient norm is above the batch median (see
         :func:`skrobust.selection.flag_noisy_rows`); the thresholds come from
         the data, so it adapts to the noise rate and flags almost nothing on
-        clean labels. ``"none"`` trains plainly through the same code path.
+        clean labels. ``"small_loss"`` keeps the ``1 - forget_rate`` share of
+        each batch with the smallest losses. ``"none"`` trains plainly through
+        the same code path.
     stats : {"mean_std", "median_iqr"}, default="mean_std"
         Centre and spread of a batch's norms for ``"truncate"`` and ``"soft"``:
         mean and standard deviation (``ddof=1``), or median and ``IQR / 1.349``.
@@ -88,6 +92,19 @@ class RobustNetClassifier(NeuralNetClassifier):
     normalize_weights : bool, default=False
         Divide the weights by their batch mean, so the step size does not shrink
         when samples are dropped.
+    forget_rate : float or "auto", default="auto"
+        For ``weighting="small_loss"``: the share of each batch, the samples with
+        the largest losses, left out of the update (co-teaching's selection).
+        It ramps up linearly over the first ``warmup_epochs`` epochs. ``"auto"``
+        uses the share of rows that :attr:`label_issues_` currently flags, an
+        estimate of the noise rate.
+    loss_correction : {None, "forward"}, default=None
+        ``"forward"``: after ``warmup_epochs`` epochs, estimate the noise
+        transition matrix ``T`` from the network's running-average predictions
+        (anchor points, see :func:`skrobust.losses.estimate_transition_matrix`)
+        and train from then on with the forward-corrected cross entropy
+        ``-log((softmax(z) @ T)_y)``. Needs the default cross-entropy criterion
+        and ``warmup_epochs >= 1``. Composes with any ``weighting``.
     grad_engine : {"auto", "ghost", "generic"}, default="auto"
         The per-sample gradient engine (see :mod:`skrobust.engines`). ``"auto"``
         uses the fast closed form for Linear/LayerNorm/Embedding networks and
@@ -132,6 +149,9 @@ class RobustNetClassifier(NeuralNetClassifier):
     label_issues_ : ndarray of shape (n_samples,), dtype bool
         Rows judged mislabeled at the end of training (the rows that
         ``weighting="adaptive"`` leaves out), whatever the weighting mode.
+    transition_matrix_ : ndarray of shape (n_classes, n_classes)
+        With ``loss_correction="forward"``: the estimated ``T[i, j] =
+        P(given label j | true class i)``.
     norm_memory_, proba_memory_ : skrobust.memory.RowMemory
         Per-row running averages of the standardised gradient norm and of the
         predicted probabilities; kept by ``partial_fit`` and warm starts.
@@ -183,6 +203,8 @@ class RobustNetClassifier(NeuralNetClassifier):
         beta=float("inf"),
         warmup_epochs=5,
         normalize_weights=False,
+        forget_rate="auto",
+        loss_correction=None,
         grad_engine="auto",
         random_state=None,
         criterion=torch.nn.CrossEntropyLoss,
@@ -215,6 +237,8 @@ class RobustNetClassifier(NeuralNetClassifier):
         self.beta = beta
         self.warmup_epochs = warmup_epochs
         self.normalize_weights = normalize_weights
+        self.forget_rate = forget_rate
+        self.loss_correction = loss_correction
         self.grad_engine = grad_engine
         self.random_state = random_state
         for name in ("history_", "initialized_", "virtual_params_"):
@@ -258,7 +282,9 @@ class RobustNetClassifier(NeuralNetClassifier):
         self._shuffle_generator = torch.Generator().manual_seed(int(seeds[1]))
         self._engine = None
         self._row_keep = None
-        for name in ("norm_memory_", "proba_memory_"):
+        self._noise_rate = 0.0
+        for name in ("norm_memory_", "proba_memory_", "transition_matrix_",
+                     "_corrected_criterion"):
             vars(self).pop(name, None)
         super().initialize()
         return self
@@ -484,11 +510,38 @@ class RobustNetClassifier(NeuralNetClassifier):
         self._train_labels = X.y
 
     def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        """Update the rows left out by ``weighting="adaptive"`` for the next epoch."""
+        """Check the epoch was finite; update the row selection and loss correction."""
         super().on_epoch_end(net, dataset_train=dataset_train,
                              dataset_valid=dataset_valid, **kwargs)
-        if self.weighting == "adaptive" and len(self.history) >= self.warmup_epochs:
-            self._row_keep = (~self._flag_rows()).to(torch.float32)
+        self._check_finite()
+        epoch = len(self.history)
+        if self.weighting == "adaptive" and epoch >= self.warmup_epochs:
+            self._update_row_keep()
+        if self.weighting == "small_loss" and self.forget_rate == "auto":
+            self._noise_rate = float(self._flag_rows()[self.norm_memory_.seen].float().mean())
+        if (self.loss_correction == "forward" and epoch == self.warmup_epochs
+                and not hasattr(self, "transition_matrix_")):
+            seen = self.proba_memory_.seen
+            self.transition_matrix_ = estimate_transition_matrix(
+                self.proba_memory_.values[seen].numpy())
+            self._corrected_criterion = ForwardCorrectedCrossEntropy(
+                self.transition_matrix_, reduction="none")
+
+    def _update_row_keep(self):
+        self._row_keep = (~self._flag_rows()).to(torch.float32)
+
+    def _check_finite(self):
+        loss = self.history[-1].get("train_loss", 0.0)
+        if np.isfinite(loss) and all(
+                bool(torch.isfinite(p).all()) for p in self.module_.parameters()):
+            return
+        raise FloatingPointError(
+            f"Training diverged in epoch {len(self.history)}: the training loss is "
+            f"{loss} and/or the module's parameters are no longer finite. The usual "
+            f"cause is a learning rate that is too high (lr={self.lr}); also check "
+            "that the features are scaled (e.g. StandardScaler in a Pipeline). The "
+            "model was left as it was at the failure and should not be used."
+        )
 
     def _flag_rows(self):
         return flag_noisy_rows(self.proba_memory_.values, self._train_labels,
@@ -518,7 +571,9 @@ class RobustNetClassifier(NeuralNetClassifier):
         losses : torch.Tensor of shape (batch_size,)
         """
         y_true = to_tensor(y_true, device=self.device)
-        losses = self.criterion_(y_pred, y_true)
+        corrected = getattr(self, "_corrected_criterion", None)
+        criterion = self.criterion_ if corrected is None else corrected
+        losses = criterion(y_pred, y_true)
         if losses.dim() != 1 or losses.shape[0] != y_true.shape[0]:
             raise ValueError(
                 f"The criterion returned shape {tuple(losses.shape)}; it must return one "
@@ -539,13 +594,20 @@ class RobustNetClassifier(NeuralNetClassifier):
         return self._current_engine().name
 
     def _reweighting_active(self):
-        return len(self.history) > self.warmup_epochs
+        # small_loss ramps its rate over the warm-up instead of waiting for it.
+        return self.weighting == "small_loss" or len(self.history) > self.warmup_epochs
 
-    def _batch_weights(self, batch, norms):
+    def _batch_weights(self, batch, norms, losses):
         if self.weighting == "adaptive":
             if self._row_keep is None:
-                return torch.ones_like(norms)
+                if not self.norm_memory_.seen.any():
+                    return torch.ones_like(norms)
+                self._update_row_keep()  # e.g. memories just restored from a checkpoint
             return self._row_keep[batch.rows].to(norms.device, norms.dtype)
+        if self.weighting == "small_loss":
+            rate = self._noise_rate if self.forget_rate == "auto" else self.forget_rate
+            ramp = min(len(self.history) / max(self.warmup_epochs, 1), 1.0)
+            return small_loss_weights(losses, min(rate * ramp, 0.99)).to(norms.dtype)
         return compute_weights(norms, weighting=self.weighting, stats=self.stats,
                                alpha=self.alpha, beta=self.beta)
 
@@ -579,7 +641,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         losses = self.get_per_sample_loss(y_pred, yi, X=Xi, training=True)
         norms = engine.norms(losses)
         if self._reweighting_active():
-            weights = self._batch_weights(batch, norms)
+            weights = self._batch_weights(batch, norms, losses)
         else:
             weights = torch.ones_like(norms)
         coefficients = weights

@@ -92,3 +92,30 @@ class RowMemory:
     def seen(self):
         """Boolean mask of the rows updated at least once."""
         return self.counts > 0
+
+    def state_dict(self):
+        """The memory as a dict of tensors, for ``torch.save`` and skorch checkpoints.
+
+        Returns
+        -------
+        state : dict
+        """
+        return {"values": self.values.clone(), "counts": self.counts.clone(),
+                "momentum": torch.tensor(self.momentum, dtype=torch.float64)}
+
+    def load_state_dict(self, state):
+        """Restore a memory saved with :meth:`state_dict`.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
+        if state["values"].shape != self.values.shape:
+            raise ValueError(
+                f"Saved memory has shape {tuple(state['values'].shape)}, this one "
+                f"{tuple(self.values.shape)}: it belongs to other training data."
+            )
+        self.values = state["values"].to(torch.float64).clone()
+        self.counts = state["counts"].to(torch.long).clone()
+        self.momentum = float(state["momentum"])

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-__all__ = ["WEIGHTINGS", "STATS", "batch_statistics", "compute_weights"]
+__all__ = ["WEIGHTINGS", "STATS", "batch_statistics", "compute_weights", "small_loss_weights"]
 
 #: Weighting modes accepted by :func:`compute_weights`.
 WEIGHTINGS = ("truncate", "soft", "none")
@@ -136,3 +136,51 @@ def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
             inside &= safe >= mu - beta * sigma
         rule = inside.to(norms.dtype)
     return torch.where(spread, weights * rule, weights)
+
+
+def small_loss_weights(losses, forget_rate):
+    """Keep the ``1 - forget_rate`` share of a batch with the smallest losses.
+
+    The sample-selection rule of co-teaching (Han et al., 2018): networks learn
+    clean patterns before they memorise wrong labels, so early in training the
+    mislabelled samples are among the high-loss ones.
+
+    Parameters
+    ----------
+    losses : torch.Tensor of shape (n_samples,)
+        Per-sample losses of one batch.
+    forget_rate : float
+        Share of the batch to drop, in ``[0, 1)``. At least one sample is kept.
+
+    Returns
+    -------
+    weights : torch.Tensor of shape (n_samples,)
+        ``1`` for the ``max(1, round((1 - forget_rate) * n))`` smallest finite
+        losses, ``0`` for the others and for non-finite losses.
+
+    References
+    ----------
+    B. Han et al. "Co-teaching: Robust training of deep neural networks with
+    extremely noisy labels". NeurIPS 2018.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skrobust.weighting import small_loss_weights
+    >>> small_loss_weights(torch.tensor([0.1, 2.0, 0.3, 0.2]), forget_rate=0.25)
+    tensor([1., 0., 1., 1.])
+    """
+    if not isinstance(forget_rate, (int, float)) or not 0 <= forget_rate < 1:
+        raise ValueError(f"forget_rate must be in [0, 1), got {forget_rate!r}.")
+    losses = losses.detach().reshape(-1)
+    n = losses.numel()
+    weights = torch.zeros_like(losses, dtype=losses.dtype if losses.is_floating_point()
+                               else torch.get_default_dtype())
+    if n == 0:
+        return weights
+    keep = max(1, round((1 - forget_rate) * n))
+    finite = torch.isfinite(losses)
+    ranked = torch.where(finite, losses, torch.full_like(losses, float("inf")))
+    chosen = torch.argsort(ranked)[:keep]
+    weights[chosen] = 1
+    return weights * finite.to(weights.dtype)

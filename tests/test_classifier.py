@@ -125,7 +125,7 @@ def test_params_stored_verbatim_and_cloneable():
 
 
 @pytest.mark.parametrize("param, value, match", [
-    ("weighting", "hard", "weighting must be one of .'adaptive', 'truncate'"),
+    ("weighting", "hard", "weighting must be one of .'adaptive', 'small_loss'"),
     ("stats", "mode", "stats must be one of"),
     ("alpha", -0.1, "alpha must be a number >= 0"),
     ("beta", float("nan"), "beta must be a number >= 0"),
