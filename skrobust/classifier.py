@@ -524,7 +524,10 @@ class RobustNetClassifier(NeuralNetClassifier):
             seen = self.proba_memory_.seen
             self.transition_matrix_ = estimate_transition_matrix(
                 self.proba_memory_.values[seen].numpy())
-            self._corrected_criterion = ForwardCorrectedCrossEntropy(
+            # Built mid-fit from the data, so not through skorch's initialize_*
+            # (whose __setattr__ guard refuses torch modules elsewhere); the loss
+            # moves its matrix to the logits' device itself.
+            vars(self)["_corrected_criterion"] = ForwardCorrectedCrossEntropy(
                 self.transition_matrix_, reduction="none")
 
     def _update_row_keep(self):

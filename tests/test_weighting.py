@@ -100,3 +100,26 @@ def test_accepts_numpy_and_lists():
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         compute_weights([1.0, 2.0], **kwargs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(losses=st.lists(finite, min_size=1, max_size=50),
+       rate=st.floats(min_value=0, max_value=0.99))
+def test_small_loss_keeps_the_smallest_share(losses, rate):
+    from skrobust.weighting import small_loss_weights
+
+    t = torch.tensor(losses, dtype=torch.float64)
+    w = small_loss_weights(t, rate)
+    keep = max(1, round((1 - rate) * len(losses)))
+    assert int(w.sum()) == keep
+    if keep < len(losses):
+        assert t[w == 1].max() <= t[w == 0].min()
+
+
+def test_small_loss_drops_non_finite_and_validates():
+    from skrobust.weighting import small_loss_weights
+
+    w = small_loss_weights(torch.tensor([0.1, float("nan"), 0.2]), 0.0)
+    assert w.tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="forget_rate must be in"):
+        small_loss_weights(torch.tensor([1.0]), 1.0)
