@@ -1,0 +1,682 @@
+"""Speed and memory of robust training against plain training.
+
+Run::
+
+    python benchmarks/bench_speed.py [--quick] [--device cpu|cuda] [--threads N]
+                                     [--output PATH]
+
+Prints markdown tables; a full run also writes them to
+``benchmarks/results/speed_<device>.md`` (``--output`` to choose the file).
+torch runs on one thread by default (``torch.set_num_threads(1)``).
+
+What is measured
+----------------
+Every ratio compares methods timed side by side in one process: the methods
+take turns within each round, in a rotating order, the ratio to the baseline is
+formed inside each round, and the table shows the median over the rounds with
+half the interquartile range (``1.23x ±0.02``). Absolute times are medians too.
+
+1. **Step cost.** One training step on a fixed random batch, for the MLPs
+   64-256-256-10, 100-512-512-2 and 64-128-128-128-10 (ReLU,
+   :class:`skrobust.modules.MLP`) at batch sizes 32, 128 and 512, with plain
+   SGD. The baseline, *plain*, is forward + mean cross-entropy + backward +
+   ``optimizer.step()``. Every robust variant does forward, per-sample gradient
+   L2 norms, :func:`skrobust.compute_weights` (``"truncate"``), the weighted
+   gradient ``sum_i w_i grad_i / B`` and ``optimizer.step()``:
+
+   * *ghost* / *generic*: :func:`skrobust.engines.make_engine` with that engine;
+   * *vmap*: ``torch.func.vmap(grad(...))`` over ``functional_call``, which
+     materialises per-sample gradients, then a weighted sum of them;
+   * *loop*: one ``autograd.grad`` per sample on a retained graph, then one
+     weighted backward (the original prototype's approach);
+   * *opacus*: ``opacus.GradSampleModule`` per-sample gradients, weighted sum;
+   * *backpack*: BackPACK ``BatchL2Grad`` norms, then a second, weighted
+     backward pass over the retained graph.
+
+   The opacus and backpack columns appear only if those packages import. A
+   second table runs a network that the ghost engine does not cover (an
+   element-wise scale layer with its own ``nn.Parameter``) through
+   ``grad_engine="auto"``, which falls back to the generic engine. A phase
+   table splits the plain, ghost and generic steps of 64-256-256-10 into their
+   parts (each phase followed by a device synchronisation).
+
+2. **Peak memory** at batch 512: the most bytes torch holds during one step
+   (parameters and batch, plus the peak that the step allocates above what was
+   allocated when it started), for each method relative to plain. On CUDA the
+   step's peak is ``torch.cuda.max_memory_allocated`` minus
+   ``torch.cuda.memory_allocated`` at the start. On CPU ``tracemalloc`` does not see
+   torch's allocations, so the step runs under ``torch.profiler`` with
+   ``profile_memory=True`` and the peak is the maximum of the running sum of
+   its allocation events (torch's CPU allocator; scratch memory that oneDNN or
+   BLAS allocate on their own is not included).
+
+3. **Whole fit.** 20,000 rows x 64 features, 10 classes (labels from a random
+   linear teacher, 20% flipped), 5 epochs, batch 128, Adam(lr=1e-3), the
+   default 64-128-128-10 MLP: :class:`skrobust.RobustNetClassifier` (default
+   data path, ``weighting="truncate"``, ``warmup_epochs=0``) against skorch's
+   ``NeuralNetClassifier`` (same module class, ``iterator_train__shuffle=True``,
+   its default DataLoader path) and against a bare torch loop (``randperm``,
+   tensor slicing, forward, mean cross-entropy, backward, Adam step). Two more
+   rows separate the causes: ``NeuralNetClassifier`` fed through skrobust's
+   slicing ``BatchLoader``, and the bare loop with the ghost-engine robust step.
+   Each fit runs several times, alternating; ratios are per round.
+
+``--quick`` shrinks everything (one batch size per model, a small fit) for a
+smoke run of well under a minute.
+"""
+
+import argparse
+import copy
+import gc
+import importlib.util
+import os
+import platform
+import sys
+import time
+import warnings
+from collections import defaultdict
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from _timing import (
+    Interleaved,
+    fmt_ratio,
+    fmt_time,
+    markdown_table,
+    median_iqr,
+    step_peak_bytes,
+    synchronizer,
+)
+from torch import nn
+from torch.nn import functional as F
+
+try:
+    from skorch import NeuralNetClassifier
+
+    from skrobust import RobustNetClassifier, compute_weights
+    from skrobust.data import BatchLoader, RowIndexedDataset
+    from skrobust.engines import make_engine
+    from skrobust.modules import MLP
+
+    FIT_UNAVAILABLE = None
+except ImportError as exc:
+    # scikit-learn or skorch missing (e.g. on a bare GPU machine): sections 1 and 2
+    # need only skrobust's torch-only modules, loaded from their files without the
+    # package's __init__ (which imports the estimator); section 3 is skipped.
+    FIT_UNAVAILABLE = f"{type(exc).__name__}: {exc}"
+
+    def _load_torch_only(name):
+        path = Path(__file__).resolve().parents[1] / "skrobust" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"_skrobust_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    compute_weights = _load_torch_only("weighting").compute_weights
+    make_engine = _load_torch_only("engines").make_engine
+    MLP = _load_torch_only("modules").MLP
+
+ARCHS = {
+    "64-256-256-10": (64, (256, 256), 10),
+    "100-512-512-2": (100, (512, 512), 2),
+    "64-128-128-128-10": (64, (128, 128, 128), 10),
+}
+HEADLINE = "64-256-256-10"
+LR = 1e-2
+
+
+# ---------------------------------------------------------------- models
+class ElementwiseScale(nn.Module):
+    """``x * scale`` with a learned per-feature scale: no ghost closed form."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class ScaledMLP(nn.Module):
+    """64-256-256-10 MLP with an element-wise scale layer after the first ReLU."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.layers = nn.Sequential(
+                nn.Linear(64, 256), nn.ReLU(), ElementwiseScale(256),
+                nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10),
+            )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def make_batch(n, n_in, n_out, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, n_in, generator=g)
+    y = torch.randint(0, n_out, (n,), generator=g)
+    return X.to(device), y.to(device)
+
+
+def _trainable(model):
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _sgd(model):
+    return torch.optim.SGD(_trainable(model), lr=LR)
+
+
+def _weights_to_grads(params, weights, per_sample):
+    """``p.grad = sum_i (w_i / n) * g_i`` from per-sample gradients ``g``."""
+    c = weights / len(weights)
+    for p, g in zip(params, per_sample):
+        p.grad = torch.tensordot(c, g, dims=1)
+
+
+# ---------------------------------------------------------------- step builders
+# Each builder takes a fresh model and a batch and returns (step, release):
+# ``step()`` is one training step, ``release()`` frees gradients between steps.
+
+def build_plain(model, X, y):
+    opt = _sgd(model)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+
+    return step, lambda: opt.zero_grad(set_to_none=True)
+
+
+def build_engine(kind):
+    def build(model, X, y):
+        engine = make_engine(model, kind)
+        opt = _sgd(model)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with engine.capture():
+                losses = F.cross_entropy(model(X), y, reduction="none")
+            norms = engine.norms(losses)
+            weights = compute_weights(norms, weighting="truncate")
+            engine.backward(weights / len(weights))
+            opt.step()
+
+        step.engine = engine.name
+        return step, lambda: opt.zero_grad(set_to_none=True)
+
+    return build
+
+
+def build_vmap(model, X, y):
+    from torch.func import functional_call, grad, vmap
+
+    opt = _sgd(model)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [dict(model.named_parameters())[n] for n in names]
+
+    def loss_one(weights, x, t):
+        out = functional_call(model, weights, (x.unsqueeze(0),))
+        return F.cross_entropy(out, t.unsqueeze(0))
+
+    per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        grads = per_sample({n: p.detach() for n, p in zip(names, params)}, X, y)
+        grads = [grads[n] for n in names]
+        sq = sum(g.reshape(len(X), -1).pow(2).sum(1) for g in grads)
+        _weights_to_grads(params, compute_weights(sq.sqrt(), weighting="truncate"), grads)
+        opt.step()
+
+    return step, lambda: opt.zero_grad(set_to_none=True)
+
+
+def build_loop(model, X, y):
+    opt = _sgd(model)
+    params = _trainable(model)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        losses = F.cross_entropy(model(X), y, reduction="none")
+        sq = []
+        for i in range(len(losses)):
+            grads = torch.autograd.grad(losses[i], params, retain_graph=True)
+            sq.append(sum(g.pow(2).sum() for g in grads))
+        weights = compute_weights(torch.stack(sq).sqrt(), weighting="truncate")
+        (losses * (weights / len(weights))).sum().backward()
+        opt.step()
+
+    return step, lambda: opt.zero_grad(set_to_none=True)
+
+
+def build_opacus(model, X, y):
+    from opacus import GradSampleModule
+
+    gsm = GradSampleModule(model, loss_reduction="sum")
+    opt = _sgd(model)
+    params = _trainable(model)
+
+    def step():
+        gsm.zero_grad(set_to_none=True)  # also drops p.grad_sample
+        F.cross_entropy(gsm(X), y, reduction="none").sum().backward()
+        grads = [p.grad_sample for p in params]
+        sq = sum(g.reshape(len(X), -1).pow(2).sum(1) for g in grads)
+        _weights_to_grads(params, compute_weights(sq.sqrt(), weighting="truncate"), grads)
+        opt.step()
+
+    return step, lambda: gsm.zero_grad(set_to_none=True)
+
+
+def build_backpack(model, X, y):
+    from backpack import backpack, extend
+    from backpack.extensions import BatchL2Grad
+
+    model = extend(model)
+    summed = extend(nn.CrossEntropyLoss(reduction="sum"))
+    opt = _sgd(model)
+    params = _trainable(model)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(X)
+        with backpack(BatchL2Grad()):
+            summed(out, y).backward(retain_graph=True)
+        sq = sum(p.batch_l2 for p in params)
+        weights = compute_weights(sq.sqrt(), weighting="truncate")
+        for p in params:
+            p.grad = None
+        losses = F.cross_entropy(out, y, reduction="none")
+        (losses * (weights / len(weights))).sum().backward()
+        opt.step()
+
+    return step, lambda: opt.zero_grad(set_to_none=True)
+
+
+def _optional(module):
+    try:
+        __import__(module)
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return False
+    return True
+
+
+def method_table(include_loop=True):
+    methods = {
+        "plain": build_plain,
+        "ghost": build_engine("ghost"),
+        "generic": build_engine("generic"),
+        "vmap": build_vmap,
+    }
+    if include_loop:
+        methods["loop"] = build_loop
+    if _optional("opacus"):
+        methods["opacus"] = build_opacus
+    if _optional("backpack"):
+        methods["backpack"] = build_backpack
+    return methods
+
+
+def instantiate(methods, base, X, y):
+    """Build every method on its own copy of ``base``; unusable ones get a reason."""
+    steps, skipped = {}, {}
+    for name, build in methods.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                step, release = build(copy.deepcopy(base), X, y)
+                step()
+        except Exception as exc:  # noqa: BLE001 - report, do not abort the benchmark
+            skipped[name] = f"fails ({type(exc).__name__})"
+            continue
+        steps[name] = (step, release)
+    return steps, skipped
+
+
+# ---------------------------------------------------------------- section 1
+def bench_steps(archs, batches, device, rounds, timing, include_loop_upto):
+    sync = synchronizer(device)
+    rows, columns = [], None
+    for arch in archs:
+        n_in, hidden, n_out = ARCHS[arch]
+        base = MLP(n_in, n_out, hidden_layer_sizes=hidden, random_state=0).to(device)
+        for batch in batches:
+            X, y = make_batch(batch, n_in, n_out, device)
+            methods = method_table(include_loop=batch <= include_loop_upto)
+            steps, skipped = instantiate(methods, base, X, y)
+            bench = Interleaved({k: s for k, (s, _) in steps.items()}, sync, **timing)
+            bench.run(rounds)
+            ratios = bench.ratios("plain")
+            columns = columns or [m for m in method_table() if m != "plain"]
+            row = [arch, batch, fmt_time(bench.median("plain"))]
+            for m in columns:
+                if m in ratios:
+                    row.append(fmt_ratio(ratios[m]))
+                else:
+                    row.append(skipped.get(m, "skipped"))
+            rows.append(row)
+            print(f"  steps {arch} b={batch} done", file=sys.stderr, flush=True)
+    headers = ["model", "batch", "plain step"] + [f"{m} / plain" for m in columns]
+    return markdown_table(headers, rows)
+
+
+def bench_uncovered(batches, device, rounds, timing, include_loop_upto):
+    sync = synchronizer(device)
+    base = ScaledMLP().to(device)
+    rows, columns = [], None
+    for batch in batches:
+        X, y = make_batch(batch, 64, 10, device)
+        methods = method_table(include_loop=batch <= include_loop_upto)
+        methods.pop("ghost")
+        methods.pop("generic")
+        methods = {"plain": methods.pop("plain"), "auto": build_engine("auto"), **methods}
+        steps, skipped = instantiate(methods, base, X, y)
+        bench = Interleaved({k: s for k, (s, _) in steps.items()}, sync, **timing)
+        bench.run(rounds)
+        ratios = bench.ratios("plain")
+        if columns is None:
+            columns = [m for m in methods if m != "plain"]
+            engine = getattr(steps["auto"][0], "engine", "?")
+        row = ["64-256-scale-256-10", batch, fmt_time(bench.median("plain"))]
+        for m in columns:
+            row.append(fmt_ratio(ratios[m]) if m in ratios else skipped.get(m, "skipped"))
+        rows.append(row)
+        print(f"  uncovered b={batch} done", file=sys.stderr, flush=True)
+    headers = ["model", "batch", "plain step"] + [
+        f"auto (-> {engine}) / plain" if m == "auto" else f"{m} / plain" for m in columns
+    ]
+    return markdown_table(headers, rows)
+
+
+def bench_phases(arch, batches, device, n_steps, budget_s=3.0):
+    """Median time of each phase of the plain, ghost and generic steps."""
+    sync = synchronizer(device)
+    n_in, hidden, n_out = ARCHS[arch]
+    base = MLP(n_in, n_out, hidden_layer_sizes=hidden, random_state=0).to(device)
+    phase_names = ["zero_grad", "forward+loss", "norms", "compute_weights",
+                   "backward", "optimizer.step"]
+    rows = []
+    for batch in batches:
+        X, y = make_batch(batch, n_in, n_out, device)
+        runners = {}
+
+        plain_model = copy.deepcopy(base)
+        plain_opt = _sgd(plain_model)
+
+        def plain(lap, model=plain_model, opt=plain_opt, X=X, y=y):
+            opt.zero_grad(set_to_none=True)
+            lap("zero_grad")
+            loss = F.cross_entropy(model(X), y)
+            lap("forward+loss")
+            loss.backward()
+            lap("backward")
+            opt.step()
+            lap("optimizer.step")
+
+        runners["plain"] = plain
+        # The generic engine's cost grows with batch**2: phases up to batch 128 only.
+        for kind in ("ghost", "generic") if batch <= 128 else ("ghost",):
+            model = copy.deepcopy(base)
+            engine = make_engine(model, kind)
+            opt = _sgd(model)
+
+            def robust(lap, model=model, engine=engine, opt=opt, X=X, y=y):
+                opt.zero_grad(set_to_none=True)
+                lap("zero_grad")
+                with engine.capture():
+                    losses = F.cross_entropy(model(X), y, reduction="none")
+                lap("forward+loss")
+                norms = engine.norms(losses)
+                lap("norms")
+                weights = compute_weights(norms, weighting="truncate")
+                lap("compute_weights")
+                engine.backward(weights / len(weights))
+                lap("backward")
+                opt.step()
+                lap("optimizer.step")
+
+            runners[kind] = robust
+
+        records = {k: defaultdict(list) for k in runners}
+        spent = dict.fromkeys(runners, 0.0)
+        warm = 3
+        for i in range(n_steps + warm):
+            for name, run in runners.items():
+                if i > warm and spent[name] > budget_s:
+                    continue  # slow runner: fewer steps
+                record = records[name]
+                sync()
+                last = [time.perf_counter()]
+
+                def lap(phase, record=record, last=last, keep=i >= warm):
+                    sync()
+                    now = time.perf_counter()
+                    if keep:
+                        record[phase].append(now - last[0])
+                    last[0] = now
+
+                begin = time.perf_counter()
+                run(lap)
+                spent[name] += time.perf_counter() - begin
+        for name, record in records.items():
+            cells = []
+            for phase in phase_names:
+                cells.append(fmt_time(median_iqr(record[phase])[0]) if phase in record else "")
+            total = sum(median_iqr(v)[0] for v in record.values())
+            rows.append([batch, name, *cells, fmt_time(total)])
+    return markdown_table(["batch", "step", *phase_names, "sum of medians"], rows)
+
+
+# ---------------------------------------------------------------- section 2
+def bench_memory(archs, batch, device):
+    rows, columns = [], None
+    for arch in archs:
+        n_in, hidden, n_out = ARCHS[arch]
+        base = MLP(n_in, n_out, hidden_layer_sizes=hidden, random_state=0).to(device)
+        X, y = make_batch(batch, n_in, n_out, device)
+        methods = method_table(include_loop=True)
+        static = sum(p.numel() * p.element_size() for p in base.parameters())
+        static += X.numel() * X.element_size() + y.numel() * y.element_size()
+        peaks, skipped = {}, {}
+        for name, build in methods.items():
+            steps, why = instantiate({name: build}, base, X, y)
+            if name not in steps:
+                skipped.update(why)
+                continue
+            step, release = steps[name]  # instantiate() already ran one step
+            # Count only this method's memory: the parameters and the batch, plus
+            # what the step allocates on top of whatever else happens to be alive.
+            _, extra = step_peak_bytes(step, device, before=release)
+            peaks[name] = static + extra
+            del steps, step, release
+            gc.collect()
+        columns = columns or [m for m in methods if m != "plain"]
+        plain = peaks["plain"]
+        row = [arch, batch, f"{plain / 2**20:.2f} MiB"]
+        for m in columns:
+            if m in peaks:
+                row.append(f"{peaks[m] / plain:.2f}x ({(peaks[m] - plain) / 2**20:+.1f} MiB)")
+            else:
+                row.append(skipped.get(m, "skipped"))
+        rows.append(row)
+        print(f"  memory {arch} done", file=sys.stderr, flush=True)
+    headers = ["model", "batch", "plain peak"] + [f"{m} / plain" for m in columns]
+    return markdown_table(headers, rows)
+
+
+# ---------------------------------------------------------------- section 3
+def make_fit_data(n_rows, n_features=64, n_classes=10, noise=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_rows, n_features)).astype(np.float32)
+    teacher = rng.standard_normal((n_features, n_classes))
+    y = (X @ teacher).argmax(1)
+    flip = rng.random(n_rows) < noise
+    y[flip] = rng.integers(0, n_classes, flip.sum())
+    return X, y.astype(np.int64)
+
+
+def bench_fit(n_rows, epochs, batch, device, rounds):
+    X, y = make_fit_data(n_rows)
+    n_features, n_classes = X.shape[1], int(y.max()) + 1
+    sync = synchronizer(device)
+
+    def robust():
+        RobustNetClassifier(
+            weighting="truncate", warmup_epochs=0, train_split=None, verbose=0,
+            max_epochs=epochs, batch_size=batch, lr=1e-3, random_state=0, device=device,
+        ).fit(X, y)
+
+    def skorch_params():
+        return dict(
+            module__n_features=n_features, module__n_classes=n_classes,
+            module__random_state=0, criterion=nn.CrossEntropyLoss,
+            optimizer=torch.optim.Adam, lr=1e-3, max_epochs=epochs, batch_size=batch,
+            train_split=None, iterator_train__shuffle=True, verbose=0, device=device,
+        )
+
+    def skorch_default():
+        NeuralNetClassifier(MLP, **skorch_params()).fit(X, y)
+
+    dataset = RowIndexedDataset(torch.from_numpy(X), torch.from_numpy(y))
+
+    def skorch_batchloader():
+        NeuralNetClassifier(MLP, iterator_train=BatchLoader, iterator_valid=BatchLoader,
+                            **skorch_params()).fit(dataset, None)
+
+    Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
+
+    def bare(robust_step=False):
+        model = MLP(n_features, n_classes, random_state=0).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        engine = make_engine(model, "ghost") if robust_step else None
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(epochs):
+            order = torch.randperm(n_rows, generator=gen).to(device)
+            for start in range(0, n_rows, batch):
+                idx = order[start:start + batch]
+                xb, yb = Xt[idx], yt[idx]
+                opt.zero_grad(set_to_none=True)
+                if engine is None:
+                    F.cross_entropy(model(xb), yb).backward()
+                else:
+                    with engine.capture():
+                        losses = F.cross_entropy(model(xb), yb, reduction="none")
+                    weights = compute_weights(engine.norms(losses), weighting="truncate")
+                    engine.backward(weights / len(weights))
+                opt.step()
+
+    fns = {
+        "RobustNetClassifier.fit": robust,
+        "NeuralNetClassifier.fit": skorch_default,
+        "NeuralNetClassifier.fit + BatchLoader": skorch_batchloader,
+        "bare torch loop": bare,
+        "bare loop + ghost robust step": lambda: bare(robust_step=True),
+    }
+    bench = Interleaved(fns, sync, target_s=0.0, warmup=1)
+    bench.run(rounds)
+    to_skorch = bench.ratios("NeuralNetClassifier.fit")
+    to_bare = bench.ratios("bare torch loop")
+    rows = []
+    for name in bench.times:
+        rows.append([name, fmt_time(bench.median(name)),
+                     fmt_ratio(to_skorch[name]), fmt_ratio(to_bare[name])])
+    title = (f"{n_rows:,} rows x {n_features} features, {n_classes} classes, {epochs} epochs, "
+             f"batch {batch}, Adam, MLP {n_features}-128-128-{n_classes}; {rounds} rounds")
+    table = markdown_table(
+        ["fit", "median time", "/ NeuralNetClassifier.fit", "/ bare loop"], rows)
+    return title, table
+
+
+# ---------------------------------------------------------------- main
+def environment(device, threads):
+    parts = [f"torch {torch.__version__}", f"device {device}"]
+    if torch.device(device).type == "cuda":
+        parts.append(torch.cuda.get_device_name())
+    parts.append(f"{platform.processor() or platform.machine()}, "
+                 f"{os.cpu_count()} CPUs, torch threads {threads}")
+    for dist in ("skorch", "opacus", "backpack-for-pytorch"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist} not installed")
+    return ", ".join(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fast smoke run")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--output", default=None,
+                        help="markdown file to write (default for a full run: "
+                             "benchmarks/results/speed_<device>.md)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    device = args.device
+
+    if args.quick:
+        archs, batches, rounds = [HEADLINE], [32], 3
+        timing = dict(target_s=0.005, warmup=1, budget_s=0.5)
+        phase_batches, phase_steps, mem_archs, mem_batch = [32], 10, [HEADLINE], 128
+        fit = dict(n_rows=2_000, epochs=2, batch=128, rounds=1)
+    else:
+        archs, batches, rounds = list(ARCHS), [32, 128, 512], 15
+        timing = dict(target_s=0.03, warmup=3, budget_s=3.0)
+        phase_batches, phase_steps, mem_archs, mem_batch = [32, 128, 512], 200, list(ARCHS), 512
+        fit = dict(n_rows=20_000, epochs=5, batch=128, rounds=5)
+    warnings.simplefilter("ignore")  # opacus/backpack hook warnings
+
+    start = time.perf_counter()
+    out = []
+
+    def emit(*blocks):
+        for block in blocks:
+            print(block, flush=True)
+            out.append(block)
+
+    emit(f"# skrobust speed benchmark ({'quick' if args.quick else 'full'})", "",
+         environment(device, args.threads), "")
+
+    emit("## 1. Step cost: robust step / plain step", "",
+         "Median over rounds of the per-round ratio, ± half the IQR. SGD, fixed batch. "
+         f"Up to {rounds} rounds; a method past {timing['budget_s']} s of timed work sits "
+         "out the remaining rounds ('(1 round)': a single round).", "")
+    emit(bench_steps(archs, batches, device, rounds, timing,
+                     include_loop_upto=128 if args.quick else 10**9), "")
+    emit("### Module not covered by the ghost engine (grad_engine='auto')", "")
+    emit(bench_uncovered(batches, device, rounds, timing,
+                         include_loop_upto=128 if args.quick else 10**9), "")
+    emit(f"### Phases of one step, {HEADLINE} (median per phase, synchronised)", "")
+    emit(bench_phases(HEADLINE, phase_batches, device, phase_steps), "")
+
+    emit(f"## 2. Peak memory of one step at batch {mem_batch}: method / plain", "",
+         "Parameters + batch + the peak the step allocates above its start"
+         + (" (torch.cuda.max_memory_allocated)." if device == "cuda"
+            else " (torch CPU allocator events from torch.profiler)."), "")
+    emit(bench_memory(mem_archs, mem_batch, device), "")
+
+    if FIT_UNAVAILABLE is None:
+        title, table = bench_fit(device=device, **fit)
+        emit("## 3. Whole fit", "", title + ".", "", table, "")
+    else:
+        emit("## 3. Whole fit", "", f"Skipped: {FIT_UNAVAILABLE}.", "")
+    emit(f"_Total benchmark time: {time.perf_counter() - start:.0f} s._")
+
+    path = args.output
+    if path is None and not args.quick:
+        path = Path(__file__).parent / "results" / f"speed_{device}.md"
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(out) + "\n")
+        print(f"\nwritten to {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
