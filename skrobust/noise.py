@@ -298,6 +298,12 @@ def add_label_noise(y, noise_rate, *, kind="symmetric", X=None, random_state=Non
         only values that occur in ``y``. Every flipped row holds a label that
         differs from its true one; the other rows are unchanged.
 
+    See Also
+    --------
+    noise_transition_matrix : The class-level matrix of symmetric or pair noise.
+    apply_transition_matrix : Draw each label independently from a transition matrix.
+    corrupt_features : Input noise on the features instead of the labels.
+
     Notes
     -----
     Let ``C`` be the number of classes and ``classes = np.unique(y)``.
@@ -338,12 +344,6 @@ def add_label_noise(y, noise_rate, *, kind="symmetric", X=None, random_state=Non
     >>> y_noisy = add_label_noise(y, 0.1, kind="instance", X=X, random_state=0)
     >>> int((y_noisy != y).sum())
     20
-
-    See Also
-    --------
-    noise_transition_matrix : The class-level matrix of symmetric or pair noise.
-    apply_transition_matrix : Draw each label independently from a transition matrix.
-    corrupt_features : Input noise on the features instead of the labels.
     """
     kind = _check_kind(kind, _LABEL_NOISE_KINDS)
     noise_rate = _check_rate(noise_rate, "noise_rate")
@@ -396,6 +396,11 @@ def noise_transition_matrix(n_classes, noise_rate, *, kind="symmetric"):
     transition_matrix : ndarray of shape (n_classes, n_classes), dtype float64
         Row-stochastic matrix with ``T[i, j] = P(noisy label j | true label i)``.
 
+    See Also
+    --------
+    apply_transition_matrix : Draw noisy labels from such a matrix.
+    add_label_noise : Flip an exact number of labels with the same noise models.
+
     Notes
     -----
     With ``r = noise_rate``, both kinds keep a label with probability
@@ -415,11 +420,6 @@ def noise_transition_matrix(n_classes, noise_rate, *, kind="symmetric"):
     array([[0.8, 0.2, 0. ],
            [0. , 0.8, 0.2],
            [0.2, 0. , 0.8]])
-
-    See Also
-    --------
-    apply_transition_matrix : Draw noisy labels from such a matrix.
-    add_label_noise : Flip an exact number of labels with the same noise models.
     """
     kind = _check_kind(kind, _MATRIX_KINDS)
     n_classes = _check_n_classes(n_classes)
@@ -482,6 +482,11 @@ def apply_transition_matrix(y, transition_matrix, *, classes=None, random_state=
         New array of noisy labels, with the dtype of ``np.asarray(y)`` unless a
         label of ``classes`` does not fit in it.
 
+    See Also
+    --------
+    noise_transition_matrix : Symmetric and pair transition matrices.
+    add_label_noise : Flip an exact number of labels.
+
     Notes
     -----
     Each row is corrupted independently, so the number of changed labels is
@@ -497,11 +502,6 @@ def apply_transition_matrix(y, transition_matrix, *, classes=None, random_state=
     >>> y_noisy = apply_transition_matrix(y, T, random_state=0)
     >>> bool((y_noisy[y == 0] == 0).all())
     True
-
-    See Also
-    --------
-    noise_transition_matrix : Symmetric and pair transition matrices.
-    add_label_noise : Flip an exact number of labels.
     """
     if classes is None:
         y, classes, codes = _encode_labels(y)
@@ -554,6 +554,10 @@ def corrupt_features(X, fraction, *, kind="gaussian", scale=3.0, random_state=No
     corrupted_mask : ndarray of shape (n_samples,), dtype bool
         True for the rows that were corrupted.
 
+    See Also
+    --------
+    add_label_noise : Noise on the labels instead of the features.
+
     Notes
     -----
     Column statistics are computed on the clean ``X``, ignoring NaN; a column
@@ -581,10 +585,6 @@ def corrupt_features(X, fraction, *, kind="gaussian", scale=3.0, random_state=No
     >>> outside = (X_noisy[mask] > X.max(axis=0)) | (X_noisy[mask] < X.min(axis=0))
     >>> bool(outside.all())
     True
-
-    See Also
-    --------
-    add_label_noise : Noise on the labels instead of the features.
     """
     kind = _check_kind(kind, _FEATURE_NOISE_KINDS)
     fraction = _check_rate(fraction, "fraction", allow_one=True)
