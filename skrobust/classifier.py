@@ -12,7 +12,7 @@ from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, Print
 from skorch.utils import to_tensor
 
 from ._validation import check_hyperparameters, check_sample_weight, check_targets
-from .data import BatchLoader, RowIndexedDataset
+from .data import BatchLoader, IndexedBatch, RowIndexedDataset
 from .engines import check_per_sample_module, make_engine
 from .losses import ForwardCorrectedCrossEntropy, estimate_transition_matrix
 from .memory import RowMemory, standardize
@@ -130,6 +130,11 @@ class RobustNetClassifier(NeuralNetClassifier):
     iterator_train, iterator_valid : class, default=BatchLoader
         Batch iterators; the default slices in-memory tensors and gives each
         batch its row indices.
+    dataset : class, default=RowIndexedDataset
+        Kept for compatibility with skorch: ``fit``, ``partial_fit`` and the
+        prediction methods always hold the validated data in a
+        :class:`~skrobust.data.RowIndexedDataset`, so another value has no
+        effect.
     **kwargs
         Any other parameter of :class:`skorch.NeuralNet` (``device``,
         ``callbacks``, ``verbose``, ``module__*``, ``optimizer__*``, ...).
@@ -140,7 +145,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         Class labels, sorted.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` was a DataFrame with string column names.
     noise_scores_ : ndarray of shape (n_samples,)
         One score per row of the ``X`` given to ``fit``: a moving average over
@@ -193,6 +198,24 @@ class RobustNetClassifier(NeuralNetClassifier):
     initialized_ = False
     virtual_params_ = MappingProxyType({})
 
+    # Set on subclasses where a class ahead of RobustNetClassifier in the MRO
+    # (e.g. skorch.hf.AccelerateMixin) re-implements initialize() or
+    # train_step_single() without calling ours; see __init_subclass__.
+    _foreign_initialize = False
+    _foreign_train_step = False
+    # The batch of a train step run by such a train_step_single, while it runs.
+    _foreign_batch = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+
+        def foreign(name):
+            owner = next(k for k in cls.__mro__ if name in vars(k))
+            return not issubclass(owner, RobustNetClassifier)
+
+        cls._foreign_initialize = foreign("initialize")
+        cls._foreign_train_step = foreign("train_step_single")
+
     def __init__(
         self,
         module=MLP,
@@ -218,6 +241,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         dataset=RowIndexedDataset,
         **kwargs,
     ):
+        vars(self)["_constructing"] = True
         super().__init__(
             module,
             criterion=criterion,
@@ -241,8 +265,17 @@ class RobustNetClassifier(NeuralNetClassifier):
         self.loss_correction = loss_correction
         self.grad_engine = grad_engine
         self.random_state = random_state
-        for name in ("history_", "initialized_", "virtual_params_"):
+        for name in ("history_", "initialized_", "virtual_params_", "_constructing"):
             vars(self).pop(name, None)
+
+    def __setattr__(self, name, attr):
+        # skorch lets __init__ store torch module instances (e.g. a criterion
+        # instance) only while the net has no `initialized_`; the class-level
+        # default above hides that state, so recreate it during construction.
+        if vars(self).get("_constructing"):
+            object.__setattr__(self, name, attr)
+        else:
+            super().__setattr__(name, attr)
 
     # ------------------------------------------------------------------ params
     def _get_param_names(self):
@@ -274,10 +307,15 @@ class RobustNetClassifier(NeuralNetClassifier):
         -------
         self : RobustNetClassifier
         """
+        self._initialize_robust_state()
+        super().initialize()
+        return self
+
+    def _initialize_robust_state(self):
         check_hyperparameters(self)
         seeds = np.random.SeedSequence(
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        ).generate_state(3)
+        ).generate_state(2)
         self._module_seed = int(seeds[0])
         self._shuffle_generator = torch.Generator().manual_seed(int(seeds[1]))
         self._engine = None
@@ -286,8 +324,17 @@ class RobustNetClassifier(NeuralNetClassifier):
         for name in ("norm_memory_", "proba_memory_", "transition_matrix_",
                      "_corrected_criterion"):
             vars(self).pop(name, None)
-        super().initialize()
-        return self
+
+    def initialize_virtual_params(self):
+        """skorch's first initialization step; here also the robust state, for mixins.
+
+        A mixin that re-implements :meth:`initialize` without calling ours (e.g.
+        :class:`skorch.hf.AccelerateMixin`) still calls this first, so the seeds
+        and per-row state are set up before the module is built.
+        """
+        super().initialize_virtual_params()
+        if self._foreign_initialize:
+            self._initialize_robust_state()
 
     def initialize_module(self):
         """Build the module, sizing the default MLP from the data.
@@ -426,7 +473,15 @@ class RobustNetClassifier(NeuralNetClassifier):
         return super()._get_predict_nonlinearity()
 
     def check_data(self, X, y):
-        """Data is validated in :meth:`fit`; nothing left to check here."""
+        """Do nothing: the data is validated in :meth:`fit` already.
+
+        Parameters
+        ----------
+        X : RowIndexedDataset
+            The training data, as built by :meth:`fit`.
+        y : array-like or None
+            The encoded targets.
+        """
 
     # --------------------------------------------------------------------- fit
     def fit(self, X, y, sample_weight=None, **fit_params):
@@ -496,12 +551,27 @@ class RobustNetClassifier(NeuralNetClassifier):
             self._fit_sample_weight = None
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        """Start the per-row memory behind :attr:`noise_scores_`, or keep it.
+        """Check the module's output size; start the per-row memories, or keep them.
 
-        It is kept across ``partial_fit`` calls and warm-started fits on data
-        with the same number of rows, and started anew otherwise.
+        The memories are kept across ``partial_fit`` calls and warm-started fits
+        on data with the same number of rows, and started anew otherwise.
+
+        Parameters
+        ----------
+        net : RobustNetClassifier
+            This estimator (skorch passes the net to its callbacks).
+        X : RowIndexedDataset
+            The training data.
+        y : array-like or None, default=None
+            The encoded targets.
+        **kwargs : dict
+            Passed on to skorch.
         """
         super().on_train_begin(net, X=X, y=y, **kwargs)
+        # A dry run on two rows: a wrong output size fails before any training.
+        self._set_training(False)
+        with torch.no_grad():
+            self._check_logits(self.infer(X.X[:2]))
         memory = getattr(self, "norm_memory_", None)
         if memory is None or len(memory) != len(X):
             self.norm_memory_ = RowMemory(len(X))
@@ -510,7 +580,17 @@ class RobustNetClassifier(NeuralNetClassifier):
         self._train_labels = X.y
 
     def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        """Check the epoch was finite; update the row selection and loss correction."""
+        """Check the epoch was finite; update the row selection and loss correction.
+
+        Parameters
+        ----------
+        net : RobustNetClassifier
+            This estimator (skorch passes the net to its callbacks).
+        dataset_train, dataset_valid : Dataset or None, default=None
+            The epoch's training and validation data.
+        **kwargs : dict
+            Passed on to skorch.
+        """
         super().on_epoch_end(net, dataset_train=dataset_train,
                              dataset_valid=dataset_valid, **kwargs)
         self._check_finite()
@@ -552,8 +632,37 @@ class RobustNetClassifier(NeuralNetClassifier):
 
     # ------------------------------------------------------------- train step
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Mean of :meth:`get_per_sample_loss`."""
-        return self.get_per_sample_loss(y_pred, y_true, X=X, training=training).mean()
+        """Mean of :meth:`get_per_sample_loss`, or the reweighted objective.
+
+        :meth:`train_step_single` does not call this. When a mixin's
+        ``train_step_single`` runs the training step instead (e.g.
+        :class:`skorch.hf.AccelerateMixin`, which backpropagates what this
+        returns), ``training=True`` gives the reweighted objective
+        ``sum_i c_i * loss_i`` with detached coefficients: its gradient is the
+        update ``(1/B) sum_i w_i grad_i`` of :meth:`train_step_single`, with the
+        weights computed over the global batch of all processes (see
+        :func:`skrobust.distributed.gather_norms`).
+
+        Parameters
+        ----------
+        y_pred : torch.Tensor of shape (batch_size, n_classes)
+            Logits.
+        y_true : torch.Tensor of shape (batch_size,)
+            Encoded targets.
+        X : torch.Tensor, default=None
+            The batch's features.
+        training : bool, default=False
+            Whether this is a training step.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            A scalar: the mean loss, or the reweighted objective.
+        """
+        losses = self.get_per_sample_loss(y_pred, y_true, X=X, training=training)
+        if training and self._foreign_batch is not None:
+            return self._foreign_objective(y_pred, losses)
+        return losses.mean()
 
     def get_per_sample_loss(self, y_pred, y_true, X=None, training=False):
         """One loss per sample, from the criterion built with ``reduction="none"``.
@@ -583,6 +692,14 @@ class RobustNetClassifier(NeuralNetClassifier):
                 f"loss per sample, shape ({y_true.shape[0]},). Use reduction='none'."
             )
         return losses
+
+    def _check_logits(self, y_pred):
+        n_classes = len(self.classes_)
+        if y_pred.dim() != 2 or y_pred.shape[1] != n_classes:
+            raise ValueError(
+                f"The module returned shape {tuple(y_pred.shape)}; it must return "
+                f"(batch_size, n_classes) = (*, {n_classes}) logits."
+            )
 
     def _current_engine(self):
         engine = getattr(self, "_engine", None)
@@ -635,12 +752,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         engine = self._current_engine()
         with engine.capture():
             y_pred = self.infer(Xi, **fit_params)
-        n_classes = len(self.classes_)
-        if y_pred.dim() != 2 or y_pred.shape[1] != n_classes:
-            raise ValueError(
-                f"The module returned shape {tuple(y_pred.shape)}; it must return "
-                f"(batch_size, n_classes) = (*, {n_classes}) logits."
-            )
+        self._check_logits(y_pred)
         losses = self.get_per_sample_loss(y_pred, yi, X=Xi, training=True)
         norms = engine.norms(losses)
         if self._reweighting_active():
@@ -674,6 +786,8 @@ class RobustNetClassifier(NeuralNetClassifier):
         step : dict
             As returned by :meth:`train_step_single`.
         """
+        if self._foreign_train_step:
+            return self._train_step_foreign(batch, **fit_params)
         step = super().train_step(batch, **fit_params)
         weights = step["weights"]
         mean, low = torch.stack(
@@ -685,6 +799,84 @@ class RobustNetClassifier(NeuralNetClassifier):
             self.norm_memory_.update(rows, standardize(step["norms"]))
             self.proba_memory_.update(rows, torch.softmax(step["y_pred"].detach(), dim=-1))
         return step
+
+    # ------------------------------------------ train step run by a mixin
+    def _train_step_foreign(self, batch, **fit_params):
+        """The train step when a mixin supplies ``train_step_single``.
+
+        The forward pass of the mixin's step runs inside the engine's capture;
+        :meth:`get_loss` then returns the reweighted objective (see
+        :meth:`_foreign_objective`) and leaves the global batch's norms,
+        weights, logits and rows for the bookkeeping, which is the same on
+        every process.
+        """
+        engine = self._current_engine()
+        self._foreign_batch = batch
+        self._foreign_result = None
+        try:
+            with engine.capture():
+                step = super().train_step(batch, **fit_params)
+            result = self._foreign_result
+        finally:
+            engine.release()
+            for name in ("_foreign_batch", "_foreign_result"):
+                vars(self).pop(name, None)
+        if result is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.train_step_single did not call "
+                "get_loss(..., training=True), which computes the robust weights; "
+                "a train_step_single that replaces RobustNetClassifier's must call it "
+                "and backpropagate its result."
+            )
+        weights, norms, local = result["weights"], result["norms"], result["local"]
+        mean, low = torch.stack(
+            [weights.mean(), (weights < _LOW_WEIGHT).to(weights.dtype).mean()]).tolist()
+        self.history.record_batch("weight_mean", mean)
+        self.history.record_batch("weight_low", low)
+        rows = result["rows"]
+        if rows is not None:
+            self.norm_memory_.update(rows, standardize(norms))
+            self.proba_memory_.update(rows, torch.softmax(result["logits"], dim=-1))
+        step.update(loss=result["loss"], norms=norms[local], weights=weights[local])
+        return step
+
+    def _foreign_objective(self, y_pred, losses):
+        """Weighted objective of this process's samples, weights from the global batch.
+
+        Under ``DistributedDataParallel`` (which averages the gradients of the
+        ``P`` processes) each process returns ``P * sum_{i local} c_i loss_i``,
+        so the averaged gradient is ``sum_{i global} c_i grad_i``.
+        """
+        from .distributed import gather_columns, process_group_info  # imports this module
+
+        engine = self._current_engine()
+        norms = engine.norms(losses, retain_graph=True)
+        rows = getattr(self._foreign_batch, "rows", None)
+        columns = [norms, losses, y_pred.reshape(len(losses), -1)]
+        if rows is not None:
+            columns.append(rows)
+        gathered, local = gather_columns(columns)
+        all_norms, all_losses, all_logits = gathered[:3]
+        all_rows = gathered[3].cpu() if rows is not None else None
+        if self._reweighting_active():
+            weights = self._batch_weights(IndexedBatch(None, None, all_rows), all_norms,
+                                          all_losses)
+        else:
+            weights = torch.ones_like(all_norms)
+        coefficients = weights
+        user_weights = getattr(self, "_fit_sample_weight", None)
+        if user_weights is not None:
+            coefficients = coefficients * user_weights[all_rows].to(all_norms.device)
+        if self.normalize_weights:
+            mean = coefficients.mean()
+            coefficients = coefficients / torch.where(mean > 0, mean, torch.ones_like(mean))
+        coefficients = coefficients / len(all_norms)
+        world_size, _ = process_group_info()
+        self._foreign_result = {
+            "loss": (coefficients * all_losses).sum(), "norms": all_norms,
+            "weights": weights, "logits": all_logits, "rows": all_rows, "local": local,
+        }
+        return (coefficients[local].detach() * world_size * losses).sum()
 
     # ----------------------------------------------------------------- predict
     def _predict_dataset(self, X):
