@@ -15,7 +15,7 @@ from ._validation import check_hyperparameters, check_sample_weight, check_targe
 from .data import BatchLoader, IndexedBatch, RowIndexedDataset
 from .engines import check_per_sample_module, make_engine
 from .losses import ForwardCorrectedCrossEntropy, estimate_transition_matrix
-from .memory import RowMemory, standardize
+from .memory import RowMemory, standardize_batches
 from .modules import MLP
 from .selection import flag_noisy_rows
 from .weighting import compute_weights, small_loss_weights
@@ -286,8 +286,6 @@ class RobustNetClassifier(NeuralNetClassifier):
         return [
             ("epoch_timer", EpochTimer()),
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-            ("weight_mean", PassthroughScoring(name="weight_mean", on_train=True)),
-            ("weight_low", PassthroughScoring(name="weight_low", on_train=True)),
             ("valid_loss", PassthroughScoring(name="valid_loss")),
             ("valid_acc", EpochScoring(_valid_accuracy, name="valid_acc",
                                        lower_is_better=False)),
@@ -570,8 +568,12 @@ class RobustNetClassifier(NeuralNetClassifier):
         super().on_train_begin(net, X=X, y=y, **kwargs)
         # A dry run on two rows: a wrong output size fails before any training.
         self._set_training(False)
+        sample = X.X[:2]
+        param = next(self.module_.parameters(), None)
+        if param is not None:
+            sample = sample.to(param.device)
         with torch.no_grad():
-            self._check_logits(self.infer(X.X[:2]))
+            self._check_logits(self.infer(sample))
         memory = getattr(self, "norm_memory_", None)
         if memory is None or len(memory) != len(X):
             self.norm_memory_ = RowMemory(len(X))
@@ -593,6 +595,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         """
         super().on_epoch_end(net, dataset_train=dataset_train,
                              dataset_valid=dataset_valid, **kwargs)
+        self._consolidate_epoch()
         self._check_finite()
         epoch = len(self.history)
         if self.weighting == "adaptive" and epoch >= self.warmup_epochs:
@@ -613,9 +616,51 @@ class RobustNetClassifier(NeuralNetClassifier):
     def _update_row_keep(self):
         self._row_keep = (~self._flag_rows()).to(torch.float32)
 
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        """Start the epoch's record of per-batch norms, weights and predictions.
+
+        Parameters
+        ----------
+        net : RobustNetClassifier
+            This estimator (skorch passes the net to its callbacks).
+        dataset_train, dataset_valid : Dataset or None, default=None
+            The epoch's training and validation data.
+        **kwargs : dict
+            Passed on to skorch.
+        """
+        super().on_epoch_begin(net, dataset_train=dataset_train,
+                               dataset_valid=dataset_valid, **kwargs)
+        self._epoch_record = []
+
+    def _record_step(self, rows, norms, weights, logits):
+        """Keep a training step's results for the end of the epoch (no host sync)."""
+        self._epoch_record.append((rows, norms, weights, logits.detach()))
+
+    def _consolidate_epoch(self):
+        """Fold the epoch's steps into the history and the per-row memories.
+
+        Done once per epoch in a few tensor operations, rather than a dozen
+        small ones and a host synchronisation at every step.
+        """
+        record = getattr(self, "_epoch_record", None)
+        if not record:
+            return
+        rows, norms, weights, logits = zip(*record)
+        weights = torch.cat(weights)
+        mean, low = torch.stack(
+            [weights.mean(), (weights < _LOW_WEIGHT).to(weights.dtype).mean()]).tolist()
+        self.history.record("weight_mean", mean)
+        self.history.record("weight_low", low)
+        if all(r is not None for r in rows):
+            rows = torch.cat(rows).cpu()
+            self.norm_memory_.update(rows, standardize_batches(norms))
+            self.proba_memory_.update(rows, torch.softmax(torch.cat(logits), dim=-1))
+        self._epoch_record = []
+
     def _check_finite(self):
-        loss = self.history[-1].get("train_loss", 0.0)
-        if np.isfinite(loss) and all(
+        losses = [b["train_loss"] for b in self.history[-1]["batches"] if "train_loss" in b]
+        loss = float(np.mean(losses)) if losses else 0.0
+        if np.isfinite(losses).all() and all(
                 bool(torch.isfinite(p).all()) for p in self.module_.parameters()):
             return
         raise FloatingPointError(
@@ -759,17 +804,21 @@ class RobustNetClassifier(NeuralNetClassifier):
             weights = self._batch_weights(batch, norms, losses)
         else:
             weights = torch.ones_like(norms)
-        coefficients = weights
-        user_weights = getattr(self, "_fit_sample_weight", None)
-        if user_weights is not None:
-            coefficients = coefficients * user_weights[batch.rows].to(norms.device)
-        if self.normalize_weights:
-            mean = coefficients.mean()
-            coefficients = coefficients / torch.where(mean > 0, mean, torch.ones_like(mean))
-        coefficients = coefficients / len(norms)
+        coefficients = self._coefficients(weights, getattr(batch, "rows", None))
         engine.backward(coefficients)
         loss = (coefficients * losses.detach()).sum()
         return {"loss": loss, "y_pred": y_pred, "norms": norms, "weights": weights}
+
+    def _coefficients(self, weights, rows):
+        """``c_i`` of the update ``sum_i c_i grad_i``: robust times user weights, over B."""
+        coefficients = weights
+        user_weights = getattr(self, "_fit_sample_weight", None)
+        if user_weights is not None:
+            coefficients = coefficients * user_weights[rows].to(weights.device)
+        if self.normalize_weights:
+            mean = coefficients.mean()
+            coefficients = coefficients / torch.where(mean > 0, mean, torch.ones_like(mean))
+        return coefficients / len(weights)
 
     def train_step(self, batch, **fit_params):
         """Optimizer step, then bookkeeping of the batch's weights and norms.
@@ -789,15 +838,8 @@ class RobustNetClassifier(NeuralNetClassifier):
         if self._foreign_train_step:
             return self._train_step_foreign(batch, **fit_params)
         step = super().train_step(batch, **fit_params)
-        weights = step["weights"]
-        mean, low = torch.stack(
-            [weights.mean(), (weights < _LOW_WEIGHT).to(weights.dtype).mean()]).tolist()
-        self.history.record_batch("weight_mean", mean)
-        self.history.record_batch("weight_low", low)
-        rows = getattr(batch, "rows", None)
-        if rows is not None:
-            self.norm_memory_.update(rows, standardize(step["norms"]))
-            self.proba_memory_.update(rows, torch.softmax(step["y_pred"].detach(), dim=-1))
+        self._record_step(getattr(batch, "rows", None), step["norms"], step["weights"],
+                          step["y_pred"])
         return step
 
     # ------------------------------------------ train step run by a mixin
@@ -829,14 +871,7 @@ class RobustNetClassifier(NeuralNetClassifier):
                 "and backpropagate its result."
             )
         weights, norms, local = result["weights"], result["norms"], result["local"]
-        mean, low = torch.stack(
-            [weights.mean(), (weights < _LOW_WEIGHT).to(weights.dtype).mean()]).tolist()
-        self.history.record_batch("weight_mean", mean)
-        self.history.record_batch("weight_low", low)
-        rows = result["rows"]
-        if rows is not None:
-            self.norm_memory_.update(rows, standardize(norms))
-            self.proba_memory_.update(rows, torch.softmax(result["logits"], dim=-1))
+        self._record_step(result["rows"], norms, weights, result["logits"])
         step.update(loss=result["loss"], norms=norms[local], weights=weights[local])
         return step
 
@@ -863,14 +898,7 @@ class RobustNetClassifier(NeuralNetClassifier):
                                           all_losses)
         else:
             weights = torch.ones_like(all_norms)
-        coefficients = weights
-        user_weights = getattr(self, "_fit_sample_weight", None)
-        if user_weights is not None:
-            coefficients = coefficients * user_weights[all_rows].to(all_norms.device)
-        if self.normalize_weights:
-            mean = coefficients.mean()
-            coefficients = coefficients / torch.where(mean > 0, mean, torch.ones_like(mean))
-        coefficients = coefficients / len(all_norms)
+        coefficients = self._coefficients(weights, all_rows)
         world_size, _ = process_group_info()
         self._foreign_result = {
             "loss": (coefficients * all_losses).sum(), "norms": all_norms,

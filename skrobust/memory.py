@@ -9,37 +9,28 @@ class probabilities (the input of :mod:`skrobust.selection`).
 
 import torch
 
-from .weighting import _has_spread, batch_statistics
-
 __all__ = ["RowMemory", "standardize", "standardize_batches"]
 
 
-def standardize(norms, stats="median_iqr"):
-    """Distance of each norm from the batch centre, in units of the batch spread.
+def standardize(norms):
+    """Distance of each norm from the batch median, in units of the batch spread.
 
     Parameters
     ----------
     norms : torch.Tensor of shape (n_samples,)
         Per-sample gradient norms of one batch.
-    stats : {"mean_std", "median_iqr"}, default="median_iqr"
-        Statistics of the centre and spread, see
-        :func:`skrobust.weighting.batch_statistics`.
 
     Returns
     -------
     z : torch.Tensor of shape (n_samples,)
-        ``(g - mu) / sigma``; ``0`` where sigma is ``0`` or a norm is not finite.
+        ``(g - median) / (IQR / 1.349)`` over the finite norms; ``0`` where the
+        spread is ``0`` (up to rounding) or a norm is not finite.
     """
-    finite = torch.isfinite(norms)
-    kept = norms[finite]
-    mu, sigma = batch_statistics(kept, stats)
-    spread = _has_spread(kept, mu, sigma)
-    z = (norms - mu) / torch.where(spread, sigma, torch.ones_like(sigma))
-    return torch.where(finite & spread, z, torch.zeros_like(z))
+    return standardize_batches([norms])
 
 
 def standardize_batches(batches):
-    """:func:`standardize` (median / IQR) applied to each batch of a list at once.
+    """:func:`standardize` applied to each batch of a list at once.
 
     The training step only stores each batch's norms; this standardises a whole
     epoch's batches in a few tensor operations (batches of equal size are stacked
