@@ -107,8 +107,9 @@ class RobustNetClassifier(NeuralNetClassifier):
         and ``warmup_epochs >= 1``. Composes with any ``weighting``.
     grad_engine : {"auto", "ghost", "generic"}, default="auto"
         The per-sample gradient engine (see :mod:`skrobust.engines`). ``"auto"``
-        uses the fast closed form for Linear/LayerNorm/Embedding networks and
-        the exact generic engine otherwise.
+        uses the fast closed form for Linear/LayerNorm/Embedding networks, the
+        hybrid engine (closed forms plus per-layer ``torch.func``) when other
+        layers own their parameters, and the exact generic engine otherwise.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, dropout masks of the default module and
         shuffling, without touching torch's global generator.
@@ -161,7 +162,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         Per-row running averages of the standardised gradient norm and of the
         predicted probabilities; kept by ``partial_fit`` and warm starts.
     grad_engine_ : str
-        The engine used, ``"ghost"`` or ``"generic"``.
+        The engine used: ``"ghost"``, ``"hybrid"`` or ``"generic"``.
     module_, criterion_, optimizer_, history_
         As in skorch. ``history_`` has two more epoch columns: ``weight_mean``,
         the mean weight of the epoch's training samples, and ``weight_low``,

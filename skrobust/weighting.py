@@ -58,6 +58,83 @@ def _has_spread(norms, mu, sigma):
     return torch.isfinite(sigma) & (sigma > noise_floor)
 
 
+_EPS = {}
+
+
+def _eps(dtype):
+    """``torch.finfo(dtype).eps``, cached (finfo costs microseconds per call)."""
+    eps = _EPS.get(dtype)
+    if eps is None:
+        eps = _EPS[dtype] = torch.finfo(dtype).eps
+    return eps
+
+
+def _finite_statistics(norms, zeroed, finite, weights, stats):
+    """:func:`batch_statistics` over the finite norms only, without indexing.
+
+    ``norms[finite]`` would need the number of finite norms on the host (a
+    device synchronisation on a GPU); here the non-finite entries are masked
+    out arithmetically instead, in a fixed, small number of tensor operations.
+
+    Parameters
+    ----------
+    norms : torch.Tensor of shape (n,)
+        Floating norms, possibly NaN or infinite.
+    zeroed : torch.Tensor of shape (n,)
+        ``norms`` with the non-finite entries set to 0.
+    finite : torch.Tensor of shape (n,)
+        ``torch.isfinite(norms)``.
+    weights : torch.Tensor of shape (n,)
+        ``finite`` as ``norms.dtype``.
+    stats : {"mean_std", "median_iqr"}
+
+    Returns
+    -------
+    mu, sigma : torch.Tensor
+        Zero-dimensional centre and spread of the finite norms (NaN when there
+        is no finite norm; sigma NaN with a single one).
+    spread : torch.Tensor
+        Zero-dimensional bool, the check of :func:`_has_spread`: sigma finite
+        and above the rounding error of the statistics of identical norms.
+    dev : torch.Tensor of shape (n,) or None
+        ``norms - mu`` at the finite norms and ``0`` elsewhere (``None`` for
+        ``"median_iqr"``, where it is not needed for the statistics).
+    """
+    eps = _eps(norms.dtype)
+    count = weights.sum()
+    if stats == "mean_std":
+        total = zeroed.sum()
+        mu = total / count
+        dev = (zeroed - mu).mul_(weights)
+        sigma = (torch.dot(dev, dev) / (count - 1)).sqrt_()
+        # |sum| = |mu| * count: the noise floor of _has_spread.
+        floor = total.abs().mul_(eps)
+    else:
+        q25, mu, q75 = _quartiles(norms, finite, count)
+        sigma = (q75 - q25) / _IQR_TO_SIGMA
+        dev = None
+        floor = (mu.abs() * count).mul_(eps)
+    # NaN or inf sigma (fewer than two finite norms, overflow) -> 0: no spread.
+    spread = sigma.nan_to_num(0.0, 0.0, 0.0) > floor
+    return mu, sigma, spread, dev
+
+
+def _quartiles(norms, finite, count):
+    """``torch.nanquantile`` of the finite norms at 0.25, 0.5, 0.75, with no sync.
+
+    The same linear interpolation between the sorted values, with the ranks
+    computed on the device: ``torch.quantile`` checks a tensor ``q`` on the host.
+    """
+    ranked = torch.where(finite, norms, float("nan")).sort().values  # NaN last
+    ranks = torch.arange(1, 4, device=norms.device, dtype=norms.dtype).mul_(0.25)
+    ranks = ranks.mul_(count - 1)  # NaN-free: count is a number of norms
+    below = ranks.long()
+    above = ranks.ceil().long()
+    low = ranked.gather(0, below.clamp_(min=0))
+    high = ranked.gather(0, above.clamp_(min=0))
+    return low.lerp_(high, ranks - below).unbind()
+
+
 def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
                     beta=float("inf")):
     """Per-sample weights from per-sample gradient norms.
@@ -95,6 +172,11 @@ def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
     not finite (identical norms, or a batch of one sample) no sample stands out
     and every finite norm gets weight ``1``.
 
+    On an accelerator the computation never waits for the device (no
+    host-device synchronisation): the non-finite norms are masked out
+    arithmetically and the rules are applied branch-free. On the CPU, where
+    branching costs nothing, it takes the shortest path to the same weights.
+
     Examples
     --------
     >>> import torch
@@ -111,31 +193,89 @@ def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
         if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
             raise ValueError(f"{name} must be a number >= 0 (inf allowed), got {value!r}.")
 
-    norms = torch.as_tensor(norms)
+    if not isinstance(norms, torch.Tensor):
+        norms = torch.as_tensor(norms)
     if not norms.is_floating_point():
         norms = norms.to(torch.get_default_dtype())
-    norms = norms.detach().reshape(-1)
-    finite = torch.isfinite(norms)
+    # Each tensor operation costs microseconds on small batches: skip no-ops.
+    if norms.requires_grad:
+        norms = norms.detach()
+    if norms.dim() != 1:
+        norms = norms.reshape(-1)
+    if (weighting != "none" and _HOST_BRANCHES and norms.device.type == "cpu"
+            and norms.numel()):
+        return _host_weights(norms, weighting, stats, alpha, beta)
+    # isfinite() costs four kernels; this costs two and gives `zeroed` as well.
+    zeroed = norms.nan_to_num(0.0, 0.0, 0.0)
+    finite = zeroed == norms  # False exactly at NaN and +-inf
     weights = finite.to(norms.dtype)
-    if weighting == "none":
+    if weighting == "none" or norms.numel() == 0:
         return weights
 
-    kept = norms[finite]
-    mu, sigma = batch_statistics(kept, stats)
-    # Branch-free on purpose: no host-device synchronisation in the train step.
-    spread = _has_spread(kept, mu, sigma)
-    sigma = torch.where(spread, sigma, torch.ones_like(sigma))
-    safe = torch.where(finite, norms, mu)
+    # On an accelerator: branch-free, no host-device synchronisation in the
+    # train step. Non-finite norms are masked arithmetically (weight 0, out of
+    # the statistics); where there is no spread, the rule is not applied at all.
+    mu, sigma, spread, dev = _finite_statistics(norms, zeroed, finite, weights, stats)
     if weighting == "soft":
-        rule = torch.exp(-0.5 * ((safe - mu) / sigma) ** 2)
+        if dev is None:
+            dev = torch.where(finite, norms - mu, 0.0)
+        sigma = torch.where(spread, sigma, 1.0)
+        rule = torch.exp(-0.5 * (dev / sigma) ** 2)
     else:
-        inside = torch.ones_like(finite)
+        # NaN and inf norms compare False or are already at weight 0.
+        rule = None
         if math.isfinite(alpha):
-            inside &= safe <= mu + alpha * sigma
+            rule = norms <= mu + alpha * sigma
         if math.isfinite(beta):
-            inside &= safe >= mu - beta * sigma
-        rule = inside.to(norms.dtype)
+            low = norms >= mu - beta * sigma
+            rule = low if rule is None else rule & low
+        if rule is None:
+            return weights
     return torch.where(spread, weights * rule, weights)
+
+
+# compute_weights on CPU tensors: Python branches cost no device synchronisation
+# there and save about half the tensor operations. The tests switch it off to
+# run the branch-free path of the accelerators on the CPU.
+_HOST_BRANCHES = True
+
+
+def _host_weights(norms, weighting, stats, alpha, beta):
+    """:func:`compute_weights` for CPU tensors, with the same rules and statistics."""
+    # A finite mean (or sum) means every norm is finite: the common case, where
+    # the weights are the rule itself.
+    probe = norms.mean() if stats == "mean_std" else norms.sum()
+    if math.isfinite(probe.item()):
+        finite = weights = None
+        kept = norms
+        if stats == "mean_std":
+            mu = probe
+            sigma = norms.std() if len(norms) > 1 else norms.new_zeros(())
+        else:
+            mu, sigma = batch_statistics(kept, stats)
+    else:
+        finite = torch.isfinite(norms)
+        weights = finite.to(norms.dtype)
+        kept = norms[finite]
+        mu, sigma = batch_statistics(kept, stats)
+    # _has_spread, in Python numbers.
+    s = sigma.item()
+    if not (math.isfinite(s)
+            and s > _eps(norms.dtype) * abs(mu.item()) * max(kept.numel(), 1)):
+        return torch.ones_like(norms) if weights is None else weights
+    if weighting == "soft":
+        safe = norms if finite is None else torch.where(finite, norms, mu)
+        rule = torch.exp(-0.5 * ((safe - mu) / sigma) ** 2)
+        return rule if weights is None else rule.mul_(weights)
+    rule = None  # NaN and inf norms compare False, or are at weight 0 already.
+    if math.isfinite(alpha):
+        rule = norms <= mu + alpha * sigma
+    if math.isfinite(beta):
+        low = norms >= mu - beta * sigma
+        rule = low if rule is None else rule & low
+    if rule is None:
+        return torch.ones_like(norms) if weights is None else weights
+    return rule.to(norms.dtype) if weights is None else weights * rule
 
 
 def small_loss_weights(losses, forget_rate):
