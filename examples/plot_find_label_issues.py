@@ -39,10 +39,10 @@ print(f"{flipped.sum()} rows flipped, {issues.sum()} flagged, "
 # %%
 # Both attributes have one entry per row of the ``X`` passed to ``fit``, in the
 # same order, so they index the training data directly (here ``X_train``; in a
-# pipeline the rows do not move). ``noise_scores_`` is the row's gradient norm,
-# standardised within its batch and averaged over the epochs;
+# pipeline the rows do not move). ``noise_scores_`` is the norm of the output
+# gradient ``p - e_y`` at the row's prediction averaged over the epochs;
 # ``label_issues_`` marks the rows whose averaged prediction confidently names
-# another class *and* whose score is above the batch median.
+# another class *and* whose gradient norm is above its batch's median.
 #
 # How well do the scores rank the flipped rows?
 # ----------------------------------------------

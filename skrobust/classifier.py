@@ -149,9 +149,13 @@ class RobustNetClassifier(NeuralNetClassifier):
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` was a DataFrame with string column names.
     noise_scores_ : ndarray of shape (n_samples,)
-        One score per row of the ``X`` given to ``fit``: a moving average over
-        the epochs of the row's standardised gradient norm. Higher means more
-        likely mislabeled. NaN for rows held out by ``train_split``.
+        One score per row of the ``X`` given to ``fit``, in ``[0, sqrt(2)]``:
+        ``||p_i - e_{y_i}||``, the norm of the cross-entropy gradient with
+        respect to the logits, at the row's prediction averaged over the
+        epochs (``proba_memory_``). Higher means more likely mislabeled. NaN
+        for rows held out by ``train_split``. The full-parameter gradient norms
+        are in ``norm_memory_``; they rank flipped rows a little worse, as they
+        also grow with the size of each row's activations.
     label_issues_ : ndarray of shape (n_samples,), dtype bool
         Rows judged mislabeled at the end of training (the rows that
         ``weighting="adaptive"`` leaves out), whatever the weighting mode.
@@ -950,9 +954,15 @@ class RobustNetClassifier(NeuralNetClassifier):
 
     @property
     def noise_scores_(self):
-        """Per-row label-noise scores of the last fit; higher = more likely mislabeled."""
-        check_is_fitted(self, "norm_memory_")
-        return self.norm_memory_.values.numpy().copy()
+        """Per-row label-noise scores of the last fit; higher = more likely mislabeled.
+
+        The norm of the output gradient ``p_i - e_{y_i}`` at the row's
+        running-average prediction; NaN for rows never trained on.
+        """
+        check_is_fitted(self, "proba_memory_")
+        proba = self.proba_memory_.values
+        one_hot = torch.nn.functional.one_hot(self._train_labels, proba.shape[1])
+        return torch.linalg.vector_norm(proba - one_hot, dim=1).numpy()
 
     @property
     def label_issues_(self):

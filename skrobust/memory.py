@@ -3,8 +3,9 @@
 The weighting rules of :mod:`skrobust.weighting` see one batch at a time. The
 memory keeps, for every row of the data given to ``fit``, an exponential moving
 average of what the training step saw for that row: its standardised gradient
-norm (the source of :attr:`RobustNetClassifier.noise_scores_`) and its predicted
-class probabilities (the input of :mod:`skrobust.selection`).
+norm and its predicted class probabilities (the inputs of
+:mod:`skrobust.selection`; the probabilities also give
+:attr:`RobustNetClassifier.noise_scores_`).
 """
 
 import torch
