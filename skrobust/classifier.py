@@ -457,18 +457,16 @@ class RobustNetClassifier(NeuralNetClassifier):
         -------
         iterator : iterable of batches
         """
-        iterator = self.iterator_train if training else self.iterator_valid
         if not training:
             return super().get_iterator(dataset, training=False)
-        prefix = "iterator_train"
-        kwargs = self.get_params_for(prefix)
+        kwargs = self.get_params_for("iterator_train")
         kwargs.setdefault("shuffle", True)
         kwargs.setdefault("batch_size", self.batch_size)
         if kwargs["batch_size"] == -1:
             kwargs["batch_size"] = len(dataset)
         if kwargs["shuffle"] and "generator" not in kwargs:
             kwargs["generator"] = self._shuffle_generator
-        return iterator(dataset, **kwargs)
+        return self.iterator_train(dataset, **kwargs)
 
     def _get_predict_nonlinearity(self):
         if self.predict_nonlinearity == "auto":
