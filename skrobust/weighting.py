@@ -52,12 +52,6 @@ def batch_statistics(norms, stats="mean_std"):
     return q50, (q75 - q25) / _IQR_TO_SIGMA
 
 
-def _has_spread(norms, mu, sigma):
-    """Whether sigma exceeds the rounding error of identical norms' statistics."""
-    noise_floor = torch.finfo(norms.dtype).eps * mu.abs() * max(norms.numel(), 1)
-    return torch.isfinite(sigma) & (sigma > noise_floor)
-
-
 _EPS = {}
 
 
@@ -94,8 +88,8 @@ def _finite_statistics(norms, zeroed, finite, weights, stats):
         Zero-dimensional centre and spread of the finite norms (NaN when there
         is no finite norm; sigma NaN with a single one).
     spread : torch.Tensor
-        Zero-dimensional bool, the check of :func:`_has_spread`: sigma finite
-        and above the rounding error of the statistics of identical norms.
+        Zero-dimensional bool: sigma finite and above the rounding error of the
+        statistics of identical norms (``eps * |mu| * n``).
     dev : torch.Tensor of shape (n,) or None
         ``norms - mu`` at the finite norms and ``0`` elsewhere (``None`` for
         ``"median_iqr"``, where it is not needed for the statistics).
@@ -107,7 +101,7 @@ def _finite_statistics(norms, zeroed, finite, weights, stats):
         mu = total / count
         dev = (zeroed - mu).mul_(weights)
         sigma = (torch.dot(dev, dev) / (count - 1)).sqrt_()
-        # |sum| = |mu| * count: the noise floor of _has_spread.
+        # |sum| = |mu| * count: the rounding floor eps * |mu| * n.
         floor = total.abs().mul_(eps)
     else:
         q25, mu, q75 = _quartiles(norms, finite, count)
@@ -258,7 +252,7 @@ def _host_weights(norms, weighting, stats, alpha, beta):
         weights = finite.to(norms.dtype)
         kept = norms[finite]
         mu, sigma = batch_statistics(kept, stats)
-    # _has_spread, in Python numbers.
+    # The same spread check, in Python numbers: sigma > eps * |mu| * n.
     s = sigma.item()
     if not (math.isfinite(s)
             and s > _eps(norms.dtype) * abs(mu.item()) * max(kept.numel(), 1)):
