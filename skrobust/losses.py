@@ -16,12 +16,13 @@ estimator of the label-noise transition matrix used by
 """
 
 import math
-import numbers
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._checks import as_float64_array, check_option, check_real, check_transition_matrix
 
 __all__ = [
     "ActivePassiveLoss",
@@ -39,56 +40,22 @@ _REDUCTIONS = ("none", "mean", "sum")
 # Wang et al., 2019), so that RCE = -A * (1 - p_y).
 _RCE_LOG_ZERO = -4.0
 
-# Absolute tolerance on the row sums of a transition matrix.
-_ROW_SUM_ATOL = 1e-4
-
 
 # ---------------------------------------------------------------------------
 # Private helpers: argument validation
 # ---------------------------------------------------------------------------
 
 
-def _format_interval(low, high, low_inclusive, high_inclusive):
-    left = "[" if low_inclusive and low is not None else "("
-    right = "]" if high_inclusive and high is not None else ")"
-    low_str = "-inf" if low is None else f"{low:g}"
-    high_str = "inf" if high is None else f"{high:g}"
-    return f"{left}{low_str}, {high_str}{right}"
-
-
-def _check_real(name, value, *, low=None, high=None, low_inclusive=True, high_inclusive=True):
-    """Validate that ``value`` is a finite real number in an interval; return it as float."""
-    interval = _format_interval(low, high, low_inclusive, high_inclusive)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number in {interval}, got {value!r}.")
-    value = float(value)
-    out_of_range = (
-        math.isnan(value)
-        or math.isinf(value)
-        or (low is not None and (value < low or (value == low and not low_inclusive)))
-        or (high is not None and (value > high or (value == high and not high_inclusive)))
-    )
-    if out_of_range:
-        raise ValueError(f"{name} must be in {interval}, got {value!r}.")
-    return value
-
-
 def _check_weights(alpha, beta):
     """Validate the two non-negative weights of a combined loss."""
-    alpha = _check_real("alpha", alpha, low=0.0)
-    beta = _check_real("beta", beta, low=0.0)
+    alpha = check_real(alpha, "alpha", low=0.0)
+    beta = check_real(beta, "beta", low=0.0)
     if alpha == 0.0 and beta == 0.0:
         raise ValueError(
             "alpha and beta must not both be 0, got alpha=0.0 and beta=0.0; "
             "set at least one of them to a positive value."
         )
     return alpha, beta
-
-
-def _check_reduction(reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
-    return reduction
 
 
 def _check_inputs(logits, target):
@@ -161,7 +128,7 @@ class _RobustLoss(nn.Module):
 
     def __init__(self, reduction="mean"):
         super().__init__()
-        self.reduction = _check_reduction(reduction)
+        self.reduction = check_option(reduction, "reduction", _REDUCTIONS)
 
     def forward(self, logits, target):
         """Compute the loss.
@@ -240,7 +207,7 @@ class GeneralizedCrossEntropy(_RobustLoss):
 
     def __init__(self, q=0.7, reduction="mean"):
         super().__init__(reduction=reduction)
-        self.q = _check_real("q", q, low=0.0, high=1.0, low_inclusive=False)
+        self.q = check_real(q, "q", low=0.0, high=1.0, low_inclusive=False)
 
     def _per_sample_loss(self, logits, target):
         _, log_p_y = _log_softmax_and_target(logits, target)
@@ -439,42 +406,6 @@ class ActivePassiveLoss(_RobustLoss):
         return self.alpha * _nce_term(log_p, log_p_y) + self.beta * _rce_term(log_p_y)
 
 
-def _as_float64_array(name, value):
-    """Convert an array-like or tensor to a float64 numpy array."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a numeric array-like, got {type(value)!r}.") from exc
-
-
-def _check_transition_matrix(transition_matrix):
-    """Validate a row-stochastic (C, C) matrix and return it as float64 array."""
-    T = _as_float64_array("transition_matrix", transition_matrix)
-    if T.ndim != 2 or T.shape[0] != T.shape[1] or T.shape[0] < 2:
-        raise ValueError(
-            "transition_matrix must be a square 2-D array of shape (n_classes, n_classes) "
-            f"with n_classes >= 2, got shape {T.shape}."
-        )
-    if not np.all(np.isfinite(T)):
-        raise ValueError("transition_matrix must contain only finite values (no NaN or inf).")
-    if np.any(T < 0):
-        raise ValueError(
-            f"transition_matrix must be non-negative, got minimum entry {T.min():g}; "
-            "entries are probabilities P(noisy label j | true label i)."
-        )
-    row_sums = T.sum(axis=1)
-    if not np.allclose(row_sums, 1.0, rtol=0.0, atol=_ROW_SUM_ATOL):
-        worst = int(np.argmax(np.abs(row_sums - 1.0)))
-        raise ValueError(
-            f"transition_matrix rows must sum to 1 (within {_ROW_SUM_ATOL:g}), got row "
-            f"{worst} summing to {row_sums[worst]:.6g}; normalize it, e.g. with "
-            "T / T.sum(axis=1, keepdims=True)."
-        )
-    return T
-
-
 class ForwardCorrectedCrossEntropy(_RobustLoss):
     r"""Cross entropy with forward loss correction for class-conditional noise.
 
@@ -487,8 +418,8 @@ class ForwardCorrectedCrossEntropy(_RobustLoss):
     transition_matrix : array-like or torch.Tensor of shape (n_classes, n_classes)
         Row-stochastic noise transition matrix ``T`` with
         ``T[i, j] = P(noisy label j | true label i)``: non-negative, finite,
-        rows summing to 1. It can be estimated with
-        :func:`estimate_transition_matrix`. Stored as the float64 buffer
+        rows summing to 1 within ``1e-4`` (used as given, not renormalised).
+        It can be estimated with :func:`estimate_transition_matrix`. Stored as the float64 buffer
         ``transition_matrix`` (moved along by ``.to(device)``) and cast to the
         dtype of the logits at use time.
     reduction : {"mean", "sum", "none"}, default="mean"
@@ -526,7 +457,7 @@ class ForwardCorrectedCrossEntropy(_RobustLoss):
 
     def __init__(self, transition_matrix, reduction="mean"):
         super().__init__(reduction=reduction)
-        T = _check_transition_matrix(transition_matrix)
+        T = check_transition_matrix(transition_matrix)
         self.register_buffer("transition_matrix", torch.from_numpy(T))
 
     @property
@@ -607,7 +538,7 @@ def estimate_transition_matrix(probas, *, quantile=0.97):
     array([[0.9, 0.1],
            [0.3, 0.7]])
     """
-    probas = _as_float64_array("probas", probas)
+    probas = as_float64_array(probas, "probas")
     if probas.ndim != 2 or probas.shape[0] < 1 or probas.shape[1] < 2:
         raise ValueError(
             "probas must be a 2-D array of shape (n_samples, n_classes) with at least "
@@ -619,7 +550,7 @@ def estimate_transition_matrix(probas, *, quantile=0.97):
         raise ValueError(f"probas must be non-negative, got minimum entry {probas.min():g}.")
     if np.any(probas.sum(axis=1) <= 0):
         raise ValueError("probas rows must have a positive sum; found an all-zero row.")
-    quantile = _check_real("quantile", quantile, low=0.0, high=1.0, low_inclusive=False)
+    quantile = check_real(quantile, "quantile", low=0.0, high=1.0, low_inclusive=False)
 
     n_samples = probas.shape[0]
     # Position of the empirical (inverted-CDF) quantile in each sorted column.

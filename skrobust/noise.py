@@ -18,14 +18,14 @@ Label noise comes in two forms:
 sensors) to a fraction of the rows of a numeric feature matrix.
 """
 
-import math
-import numbers
 import warnings
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
+
+from ._checks import check_integer, check_option, check_real, check_transition_matrix
 
 __all__ = [
     "add_label_noise",
@@ -42,60 +42,10 @@ _FEATURE_NOISE_KINDS = ("gaussian", "outlier", "dropout")
 # that rows the model finds easy can still be drawn once the hard ones run out.
 _MIN_DIFFICULTY = 1e-6
 
-# Rows of a transition matrix must sum to 1 within this tolerance.
-_ROW_SUM_ATOL = 1e-6
-
 
 # --------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------
-
-
-def _format_allowed(allowed):
-    return ", ".join(repr(a) for a in allowed)
-
-
-def _check_kind(kind, allowed, name="kind"):
-    if not isinstance(kind, str) or kind not in allowed:
-        raise ValueError(f"{name} must be one of {_format_allowed(allowed)}, got {kind!r}.")
-    return kind
-
-
-def _check_number(value, name, expected, number_type=numbers.Real):
-    """Raise a TypeError unless ``value`` is a (non-bool) ``number_type``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, number_type):
-        raise TypeError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}.")
-
-
-def _check_real(value, name, *, low, high, high_inclusive):
-    """Return ``value`` as a float in ``[low, high)`` (or ``[low, high]``)."""
-    interval = f"[{low:g}, {high:g}{']' if high_inclusive else ')'}"
-    _check_number(value, name, f"a real number in {interval}")
-    value = float(value)
-    too_high = value > high if high_inclusive else value >= high
-    if not math.isfinite(value) or value < low or too_high:
-        raise ValueError(f"{name} must be in {interval}, got {value!r}.")
-    return value
-
-
-def _check_rate(value, name, *, allow_one=False):
-    return _check_real(value, name, low=0.0, high=1.0, high_inclusive=allow_one)
-
-
-def _check_positive(value, name):
-    _check_number(value, name, "a positive real number")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return value
-
-
-def _check_n_classes(n_classes):
-    _check_number(n_classes, "n_classes", "an integer >= 2", numbers.Integral)
-    n_classes = int(n_classes)
-    if n_classes < 2:
-        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}.")
-    return n_classes
 
 
 def _sorted_unique(values, name):
@@ -345,8 +295,8 @@ def add_label_noise(y, noise_rate, *, kind="symmetric", X=None, random_state=Non
     >>> int((y_noisy != y).sum())
     20
     """
-    kind = _check_kind(kind, _LABEL_NOISE_KINDS)
-    noise_rate = _check_rate(noise_rate, "noise_rate")
+    kind = check_option(kind, "kind", _LABEL_NOISE_KINDS)
+    noise_rate = check_real(noise_rate, "noise_rate", low=0.0, high=1.0, high_inclusive=False)
     y, classes, codes = _encode_labels(y)
     n, n_classes = codes.shape[0], classes.shape[0]
     rng = check_random_state(random_state)
@@ -421,42 +371,15 @@ def noise_transition_matrix(n_classes, noise_rate, *, kind="symmetric"):
            [0. , 0.8, 0.2],
            [0.2, 0. , 0.8]])
     """
-    kind = _check_kind(kind, _MATRIX_KINDS)
-    n_classes = _check_n_classes(n_classes)
-    noise_rate = _check_rate(noise_rate, "noise_rate")
+    kind = check_option(kind, "kind", _MATRIX_KINDS)
+    n_classes = check_integer(n_classes, "n_classes", low=2)
+    noise_rate = check_real(noise_rate, "noise_rate", low=0.0, high=1.0, high_inclusive=False)
     eye = np.eye(n_classes)
     if kind == "symmetric":
         off = (1.0 - eye) * (noise_rate / (n_classes - 1))
     else:
         off = np.roll(eye, 1, axis=1) * noise_rate
     return (1.0 - noise_rate) * eye + off
-
-
-def _check_transition_matrix(transition_matrix, n_classes):
-    try:
-        T = np.array(transition_matrix, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"transition_matrix must be a numeric array of shape ({n_classes}, {n_classes}), "
-            f"got {transition_matrix!r}: {exc}"
-        ) from None
-    if T.shape != (n_classes, n_classes):
-        raise ValueError(
-            f"transition_matrix must be a square matrix of shape ({n_classes}, {n_classes}) "
-            f"(one row and column per class), got shape {T.shape}."
-        )
-    if not np.isfinite(T).all():
-        raise ValueError("transition_matrix must contain only finite values.")
-    if (T < 0).any():
-        raise ValueError(f"transition_matrix must be non-negative, got minimum {float(T.min())!r}.")
-    sums = T.sum(axis=1)
-    bad = np.flatnonzero(np.abs(sums - 1.0) > _ROW_SUM_ATOL)
-    if bad.size:
-        raise ValueError(
-            f"transition_matrix rows must sum to 1 (within {_ROW_SUM_ATOL:g}), got row "
-            f"{int(bad[0])} summing to {float(sums[bad[0]])!r}."
-        )
-    return T / sums[:, None]
 
 
 def apply_transition_matrix(y, transition_matrix, *, classes=None, random_state=None):
@@ -468,7 +391,7 @@ def apply_transition_matrix(y, transition_matrix, *, classes=None, random_state=
         True labels. A pandas Series is accepted.
     transition_matrix : array-like of shape (n_classes, n_classes)
         Row-stochastic matrix, ``T[i, j] = P(noisy classes[j] | true classes[i])``:
-        finite, non-negative, each row summing to 1 within ``1e-6``.
+        finite, non-negative, each row summing to 1 within ``1e-4`` (then renormalised).
     classes : array-like of shape (n_classes,), default=None
         At least 2 distinct labels, in the order of the rows and columns of
         ``transition_matrix``. Defaults to ``np.unique(y)``. Every label of
@@ -508,7 +431,8 @@ def apply_transition_matrix(y, transition_matrix, *, classes=None, random_state=
     else:
         y = _check_y(y)
         classes, codes = _encode_with_classes(y, classes)
-    T = _check_transition_matrix(transition_matrix, classes.shape[0])
+    T = check_transition_matrix(transition_matrix, classes.shape[0])
+    T = T / T.sum(axis=1, keepdims=True)
     rng = check_random_state(random_state)
 
     # Inverse-CDF sampling; side="right" never picks a zero-probability class.
@@ -586,9 +510,9 @@ def corrupt_features(X, fraction, *, kind="gaussian", scale=3.0, random_state=No
     >>> bool(outside.all())
     True
     """
-    kind = _check_kind(kind, _FEATURE_NOISE_KINDS)
-    fraction = _check_rate(fraction, "fraction", allow_one=True)
-    scale = _check_positive(scale, "scale")
+    kind = check_option(kind, "kind", _FEATURE_NOISE_KINDS)
+    fraction = check_real(fraction, "fraction", low=0.0, high=1.0)
+    scale = check_real(scale, "scale", low=0.0, low_inclusive=False)
     values, frame = _check_features(X)
     rng = check_random_state(random_state)
 

@@ -354,6 +354,21 @@ def test_invalid_transition_matrix(transition_matrix, match):
         ForwardCorrectedCrossEntropy(transition_matrix)
 
 
+@pytest.mark.parametrize(
+    "factory",
+    [
+        partial(GeneralizedCrossEntropy, q="0.5"),
+        partial(SymmetricCrossEntropy, alpha=None),
+        partial(ForwardCorrectedCrossEntropy, [["a", "b"], ["c", "d"]]),
+    ],
+)
+def test_wrong_argument_type_is_both_value_and_type_error(factory):
+    # ValueError as the losses always raised; TypeError as the noise tools raise.
+    with pytest.raises(ValueError) as info:
+        factory()
+    assert isinstance(info.value, TypeError)
+
+
 def test_transition_matrix_row_sum_tolerance():
     T = np.array([[0.9, 0.1 + 5e-5], [0.2, 0.8]])
     ForwardCorrectedCrossEntropy(T)  # within 1e-4: accepted

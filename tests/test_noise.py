@@ -275,6 +275,19 @@ def test_apply_transition_matrix_tolerates_tiny_row_sum_error():
     assert set(y_noisy) <= {0, 1}
 
 
+def test_apply_transition_matrix_row_sum_tolerance_is_the_losses_one():
+    # One tolerance (1e-4) for apply_transition_matrix and ForwardCorrectedCrossEntropy.
+    from skrobust.losses import ForwardCorrectedCrossEntropy
+
+    inside = np.array([[0.9, 0.1 + 5e-5], [0.2, 0.8]])
+    outside = np.array([[0.9, 0.1 + 5e-4], [0.2, 0.8]])
+    apply_transition_matrix([0, 1], inside, random_state=0)
+    ForwardCorrectedCrossEntropy(inside)
+    for check in (lambda T: apply_transition_matrix([0, 1], T), ForwardCorrectedCrossEntropy):
+        with pytest.raises(ValueError, match=r"rows must sum to 1 \(within 0\.0001\)"):
+            check(outside)
+
+
 # --------------------------------------------------------------------------
 # corrupt_features
 # --------------------------------------------------------------------------
@@ -456,12 +469,12 @@ def test_noise_transition_matrix_invalid(args, kwargs, error, match):
             np.ones((2, 3)) / 3,
             {},
             ValueError,
-            r"square matrix of shape \(2, 2\).*got shape \(2, 3\)",
+            r"square 2-D array of shape \(2, 2\).*got shape \(2, 3\)",
         ),
         (np.eye(3), {}, ValueError, r"transition_matrix .* shape \(2, 2\).*got shape \(3, 3\)"),
         ([[1.5, -0.5], [0, 1]], {}, ValueError, r"transition_matrix must be non-negative"),
         ([[np.nan, 1], [0, 1]], {}, ValueError, r"transition_matrix must contain only finite"),
-        ([[0.5, 0.4], [0, 1]], {}, ValueError, r"rows must sum to 1 .*got row 0 summing to 0\.9\."),
+        ([[0.5, 0.4], [0, 1]], {}, ValueError, r"rows must sum to 1 .*got row 0 summing to 0\.9;"),
         ([["a", "b"], ["c", "d"]], {}, TypeError, r"transition_matrix must be a numeric array"),
         (np.eye(2), {"classes": [0, 0]}, ValueError, r"classes must not contain duplicates"),
         (np.eye(2), {"classes": [0, 5]}, ValueError, r"y contains labels that are not in classes"),
@@ -483,8 +496,13 @@ def test_apply_transition_matrix_invalid(T, kwargs, error, match):
             r"fraction must be in \[0, 1\], got 1\.5",
         ),
         (np.zeros((4, 2)), {"fraction": None}, TypeError, r"fraction must be a real number"),
-        (np.zeros((4, 2)), {"scale": 0}, ValueError, r"scale must be a finite number > 0, got 0"),
-        (np.zeros((4, 2)), {"scale": "big"}, TypeError, r"scale must be a positive real number"),
+        (np.zeros((4, 2)), {"scale": 0}, ValueError, r"scale must be in \(0, inf\), got 0\.0"),
+        (
+            np.zeros((4, 2)),
+            {"scale": "big"},
+            TypeError,
+            r"scale must be a real number in \(0, inf\), got 'big'",
+        ),
         (
             np.zeros((4, 2)),
             {"kind": "salt"},
