@@ -10,6 +10,8 @@ norm and its predicted class probabilities (the inputs of
 
 import torch
 
+from .weighting import _IQR_TO_SIGMA
+
 __all__ = ["RowMemory", "standardize", "standardize_batches"]
 
 
@@ -60,7 +62,7 @@ def standardize_batches(batches):
         else:
             q = torch.nanquantile(kept, block.new_tensor([0.25, 0.5, 0.75]), dim=1,
                                   keepdim=True)
-            mu, sigma = q[1], (q[2] - q[0]) / 1.349
+            mu, sigma = q[1], (q[2] - q[0]) / _IQR_TO_SIGMA
             floor = torch.finfo(block.dtype).eps * mu.abs() * finite.sum(1, keepdim=True)
             spread = torch.isfinite(sigma) & (sigma > floor)
             z = (block - mu) / torch.where(spread, sigma, torch.ones_like(sigma))

@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from ._checks import check_option
+
 __all__ = ["WEIGHTINGS", "STATS", "batch_statistics", "compute_weights", "small_loss_weights"]
 
 #: Weighting modes accepted by :func:`compute_weights`.
@@ -41,8 +43,7 @@ def batch_statistics(norms, stats="mean_std"):
         Zero-dimensional tensor, the spread; ``0`` when the batch has fewer
         than two samples.
     """
-    if stats not in STATS:
-        raise ValueError(f"stats must be one of {STATS}, got {stats!r}.")
+    check_option(stats, "stats", STATS)
     if norms.numel() < 2:
         centre = norms.mean() if norms.numel() else norms.new_zeros(())
         return centre, norms.new_zeros(())
@@ -179,10 +180,8 @@ def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
     >>> compute_weights(norms, weighting="truncate", alpha=1.0)
     tensor([1., 1., 1., 1., 0.])
     """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}.")
-    if stats not in STATS:
-        raise ValueError(f"stats must be one of {STATS}, got {stats!r}.")
+    check_option(weighting, "weighting", WEIGHTINGS)
+    check_option(stats, "stats", STATS)
     for name, value in (("alpha", alpha), ("beta", beta)):
         if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
             raise ValueError(f"{name} must be a number >= 0 (inf allowed), got {value!r}.")
@@ -213,19 +212,33 @@ def compute_weights(norms, *, weighting="truncate", stats="mean_std", alpha=1.0,
     if weighting == "soft":
         if dev is None:
             dev = torch.where(finite, norms - mu, 0.0)
-        sigma = torch.where(spread, sigma, 1.0)
-        rule = torch.exp(-0.5 * (dev / sigma) ** 2)
+        rule = _soft_rule(dev, torch.where(spread, sigma, 1.0))
     else:
         # NaN and inf norms compare False or are already at weight 0.
-        rule = None
-        if math.isfinite(alpha):
-            rule = norms <= mu + alpha * sigma
-        if math.isfinite(beta):
-            low = norms >= mu - beta * sigma
-            rule = low if rule is None else rule & low
+        rule = _truncate_rule(norms, mu, sigma, alpha, beta)
         if rule is None:
             return weights
     return torch.where(spread, weights * rule, weights)
+
+
+def _truncate_rule(norms, mu, sigma, alpha, beta):
+    """The truncate rule: ``mu - beta * sigma <= g_i <= mu + alpha * sigma``.
+
+    Returns a bool tensor (False at NaN norms), or ``None`` when ``alpha`` and
+    ``beta`` are both infinite and the rule keeps every norm.
+    """
+    rule = None
+    if math.isfinite(alpha):
+        rule = norms <= mu + alpha * sigma
+    if math.isfinite(beta):
+        low = norms >= mu - beta * sigma
+        rule = low if rule is None else rule & low
+    return rule
+
+
+def _soft_rule(dev, sigma):
+    """The soft rule: ``exp(-dev**2 / (2 * sigma**2))`` with ``dev = g_i - mu``."""
+    return torch.exp(-0.5 * (dev / sigma) ** 2)
 
 
 # compute_weights on CPU tensors: Python branches cost no device synchronisation
@@ -259,14 +272,10 @@ def _host_weights(norms, weighting, stats, alpha, beta):
         return torch.ones_like(norms) if weights is None else weights
     if weighting == "soft":
         safe = norms if finite is None else torch.where(finite, norms, mu)
-        rule = torch.exp(-0.5 * ((safe - mu) / sigma) ** 2)
+        rule = _soft_rule(safe - mu, sigma)
         return rule if weights is None else rule.mul_(weights)
-    rule = None  # NaN and inf norms compare False, or are at weight 0 already.
-    if math.isfinite(alpha):
-        rule = norms <= mu + alpha * sigma
-    if math.isfinite(beta):
-        low = norms >= mu - beta * sigma
-        rule = low if rule is None else rule & low
+    # NaN and inf norms compare False, or are at weight 0 already.
+    rule = _truncate_rule(norms, mu, sigma, alpha, beta)
     if rule is None:
         return torch.ones_like(norms) if weights is None else weights
     return rule.to(norms.dtype) if weights is None else weights * rule

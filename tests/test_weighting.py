@@ -53,7 +53,7 @@ def test_weights_never_increase_with_distance_from_centre(weighting, stats, norm
         assert (torch.diff(weights[order]) <= 1e-12).all()
 
 
-def test_truncate_matches_the_seed_formula():
+def test_truncate_matches_the_original_method_formula():
     g = torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0])
     mu, sigma = g.mean(), g.std()  # ddof=1
     for alpha, beta in [(1.0, 1.0), (0.5, 0.2), (2.0, math.inf)]:
@@ -62,7 +62,7 @@ def test_truncate_matches_the_seed_formula():
         assert torch.equal(got, expected)
 
 
-def test_soft_matches_the_seed_formula():
+def test_soft_matches_the_original_method_formula():
     g = torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0], dtype=torch.float64)
     mu, sigma = g.mean(), g.std()
     expected = torch.exp(-(g - mu) ** 2 / (2 * sigma**2))
