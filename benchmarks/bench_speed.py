@@ -68,11 +68,12 @@ smoke run of well under a minute.
 import argparse
 import copy
 import gc
-import importlib.util
+import importlib
 import os
 import platform
 import sys
 import time
+import types
 import warnings
 from collections import defaultdict
 from importlib import metadata
@@ -103,16 +104,16 @@ try:
     FIT_UNAVAILABLE = None
 except ImportError as exc:
     # scikit-learn or skorch missing (e.g. on a bare GPU machine): sections 1 and 2
-    # need only skrobust's torch-only modules, loaded from their files without the
-    # package's __init__ (which imports the estimator); section 3 is skipped.
+    # need only skrobust's torch-only modules, imported from a bare package without
+    # its __init__ (which imports the estimator); section 3 is skipped.
     FIT_UNAVAILABLE = f"{type(exc).__name__}: {exc}"
 
     def _load_torch_only(name):
-        path = Path(__file__).resolve().parents[1] / "skrobust" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"_skrobust_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+        if "skrobust" not in sys.modules:
+            package = types.ModuleType("skrobust")
+            package.__path__ = [str(Path(__file__).resolve().parents[1] / "skrobust")]
+            sys.modules["skrobust"] = package
+        return importlib.import_module(f"skrobust.{name}")
 
     compute_weights = _load_torch_only("weighting").compute_weights
     make_engine = _load_torch_only("engines").make_engine

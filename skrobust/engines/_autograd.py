@@ -7,7 +7,7 @@ import torch
 # after). Private torch API; without it the parameter-ownership check is off.
 _get_sequence_nr = getattr(getattr(torch._C, "_autograd", None), "_get_sequence_nr", None)
 _ACCUMULATE_GRAD = getattr(getattr(torch._C, "_functions", None), "AccumulateGrad", None)
-OWNERSHIP_CHECK = _get_sequence_nr is not None and _ACCUMULATE_GRAD is not None
+_OWNERSHIP_CHECK = _get_sequence_nr is not None and _ACCUMULATE_GRAD is not None
 
 if _get_sequence_nr is not None:
     sequence_nr = _get_sequence_nr
@@ -57,7 +57,7 @@ def used_only_within(losses, spans):
         created outside all of its windows. Always ``True`` without torch's
         private sequence-number API.
     """
-    if not OWNERSHIP_CHECK:  # pragma: no cover - private torch API missing
+    if not _OWNERSHIP_CHECK:  # pragma: no cover - private torch API missing
         return True
     root = losses.grad_fn
     seen = {root}

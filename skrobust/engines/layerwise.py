@@ -107,6 +107,15 @@ class LayerwiseEngine:
     module : torch.nn.Module
         A module that :meth:`supports` accepts.
 
+    Attributes
+    ----------
+    name : str
+        The name the estimator reports as ``grad_engine_``: ``"ghost"`` or
+        ``"hybrid"``.
+    func_layers : bool
+        Whether leaf layers without a closed form get their per-sample
+        gradients from ``torch.func``.
+
     Raises
     ------
     TypeError
@@ -148,9 +157,7 @@ class LayerwiseEngine:
     batch-first tensors.
     """
 
-    #: Name of the engine, as reported by the estimator's ``grad_engine_``.
     name = None
-    #: Whether leaf layers without a closed form get per-sample gradients from torch.func.
     func_layers = False
 
     def __init__(self, module):
