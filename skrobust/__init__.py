@@ -7,7 +7,14 @@ labels hurt the model less.
 
 from .classifier import RobustNetClassifier
 from .engines import per_sample_grad_norms
+from .label_issues import CleanedClassifier, find_label_issues
 from .weighting import compute_weights
 
-__all__ = ["RobustNetClassifier", "compute_weights", "per_sample_grad_norms"]
+__all__ = [
+    "CleanedClassifier",
+    "RobustNetClassifier",
+    "compute_weights",
+    "find_label_issues",
+    "per_sample_grad_norms",
+]
 __version__ = "0.1.0.dev0"
