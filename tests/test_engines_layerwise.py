@@ -58,6 +58,20 @@ def test_linear_subclass_is_not_given_the_closed_form_and_is_exact():
     assert_norms_close(norms, ref_norms, 1e-10)
 
 
+def test_direct_construction_refuses_unsupported_modules():
+    shared = nn.Linear(4, 4)
+    tied = nn.Sequential(shared, nn.Tanh(), nn.Linear(4, 4))
+    tied[2].weight = shared.weight
+    for engine_cls, module, match in [
+        (GhostNormEngine, nn.Sequential(ScaleLayer(4), nn.Linear(4, 2)), "ScaleLayer has no"),
+        (HybridEngine, nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), "BatchNorm1d has no"),
+        (HybridEngine, tied, "registered in two modules"),
+    ]:
+        assert not engine_cls.supports(module)
+        with pytest.raises(TypeError, match=match):
+            engine_cls(module)
+
+
 @pytest.mark.parametrize("name", sorted(GHOST_CASES | HYBRID_CASES))
 def test_layerwise_engines_do_not_fall_back(name):
     # In-place activations after a Linear, a layer called twice and torch.func

@@ -1,7 +1,5 @@
 """Recording the calls of the layers a layer-wise engine covers, during one forward pass."""
 
-import contextlib
-
 import torch
 
 from ._autograd import GradientEdge, sequence_nr
@@ -83,26 +81,26 @@ class Recording:
         self.func_layers = func_layers
         self.calls = {layer: [] for layer in forms}
         self.invalid = None  # why this step cannot use the layer forms
+        self._replaced = []  # (layer, its own instance forward or None)
 
-    @contextlib.contextmanager
-    def patched(self):
-        """Context in which each layer's ``forward`` records its calls."""
-        patched = []
-        try:
-            for layer in self.calls:
-                # An instance attribute shadows the class's forward: cheaper than a
-                # pair of hooks, and it sees the layer's own output, before any
-                # forward hook could replace it.
-                own = layer.__dict__.get("forward")
-                layer.__dict__["forward"] = self._recorder(layer, layer.forward)
-                patched.append((layer, own))
-            yield self
-        finally:
-            for layer, own in patched:
-                if own is None:
-                    del layer.__dict__["forward"]
-                else:
-                    layer.__dict__["forward"] = own
+    def install(self):
+        """Make each layer's ``forward`` record its calls (undone by :meth:`uninstall`)."""
+        for layer in self.calls:
+            # An instance attribute shadows the class's forward: cheaper than a
+            # pair of hooks, and it sees the layer's own output, before any
+            # forward hook could replace it.
+            own = layer.__dict__.get("forward")
+            layer.__dict__["forward"] = self._recorder(layer, layer.forward)
+            self._replaced.append((layer, own))
+
+    def uninstall(self):
+        """Give each layer back the ``forward`` it had before :meth:`install`."""
+        while self._replaced:
+            layer, own = self._replaced.pop()
+            if own is None:
+                del layer.__dict__["forward"]
+            else:
+                layer.__dict__["forward"] = own
 
     def _recorder(self, layer, forward):
         calls = self.calls[layer]

@@ -62,13 +62,14 @@ class FuncForm:
 
     def record(self, args, kwargs, output, window):
         """The record of one call, with every argument (and a check on new shapes)."""
+        values = (*args, *kwargs.values())
         signature = (self.layer.training, *(
             (tuple(a.shape), a.dtype, a.device) if isinstance(a, torch.Tensor) else type(a)
-            for a in (*args, *kwargs.values())
+            for a in values
         ))
         # New input shapes: check the per-row outputs against this output.
         check = None if signature in self.validated else output.detach().clone()
-        inputs = tuple(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor))
+        inputs = tuple(t for t in values if isinstance(t, torch.Tensor))
         return LayerCall(tuple(detached(a) for a in args),
                          {k: detached(v) for k, v in kwargs.items()},
                          inputs, output, (output,), window, signature=signature, check=check)

@@ -227,10 +227,15 @@ class LayerwiseEngine:
             self._setup(strict=False)
         self.release()
         # Nothing to record when this engine already knows it will use GenericEngine.
-        if self._unsupported is None and self._fallback.given_up is None:
-            self._recording = Recording(self._forms, self._func)
-        with self._recording.patched() if self._recording else contextlib.nullcontext():
+        if self._unsupported is not None or self._fallback.given_up is not None:
             yield self
+            return
+        recording = self._recording = Recording(self._forms, self._func)
+        try:
+            recording.install()
+            yield self
+        finally:
+            recording.uninstall()
 
     def _plan(self, recording, losses):
         """The calls to differentiate at, or ``None`` when GenericEngine must take the step."""
