@@ -9,10 +9,8 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import column_or_1d
 
 from .engines import ENGINES
-from .weighting import STATS, WEIGHTINGS
-
-#: Values of RobustNetClassifier's ``weighting``: the batch rules, and the row rule.
-WEIGHTING_MODES = ("adaptive", "small_loss", *WEIGHTINGS)
+from .rules import RULES
+from .weighting import STATS
 
 
 def _is_int(value):
@@ -29,7 +27,8 @@ def _check_nonnegative(value):
 
 # name -> (predicate, description of the allowed values)
 _HYPERPARAMETERS = {
-    "weighting": (lambda v: v in WEIGHTING_MODES, f"one of {WEIGHTING_MODES}"),
+    # The registered rules (skrobust.rules.RULES), read when checked.
+    "weighting": (lambda v: isinstance(v, str) and v in RULES, lambda: f"one of {tuple(RULES)}"),
     "stats": (lambda v: v in STATS, f"one of {STATS}"),
     "alpha": (_check_nonnegative, "a number >= 0 (float('inf') disables the upper cut)"),
     "beta": (_check_nonnegative, "a number >= 0 (float('inf') disables the lower cut)"),
@@ -60,6 +59,7 @@ def check_hyperparameters(estimator):
         except TypeError:
             ok = False
         if not ok:
+            allowed = allowed() if callable(allowed) else allowed
             problems.append(f"{name} must be {allowed}; got {value!r}.")
     if estimator.loss_correction == "forward":
         if estimator.criterion is not torch.nn.CrossEntropyLoss:

@@ -1,32 +1,26 @@
-"""RobustNetClassifier: skorch's NeuralNetClassifier with gradient-norm reweighting."""
+"""RobustNetClassifier: skorch's NeuralNetClassifier with gradient-norm reweighting.
 
-import threading
-from types import MappingProxyType
+The training step, the engine, the rules and the per-row state are shared with
+the other estimators (:mod:`skrobust.core`); this module holds what
+classification adds: label encoding, the logits' checks, the predicted
+probabilities in the row memory, the rows flagged as mislabeled, and forward
+loss correction.
+"""
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog
-from skorch.utils import to_tensor
 
-from ._validation import check_hyperparameters, check_sample_weight, check_targets
-from .data import BatchLoader, IndexedBatch, RowIndexedDataset
-from .engines import check_per_sample_module, make_engine
+from ._validation import check_sample_weight, check_targets
+from .core import RobustTrainingMixin
+from .data import BatchLoader, RowIndexedDataset
 from .losses import ForwardCorrectedCrossEntropy, estimate_transition_matrix
-from .memory import RowMemory, standardize_batches
 from .modules import MLP
 from .selection import flag_noisy_rows
-from .weighting import compute_weights, small_loss_weights
 
 __all__ = ["RobustNetClassifier"]
-
-# Serialises seeding of torch's global generator while a user module is built.
-_GLOBAL_RNG_LOCK = threading.Lock()
-
-# Below this weight a sample counts as down-weighted in the history.
-_LOW_WEIGHT = 0.5
 
 
 def _softmax(logits):
@@ -39,7 +33,7 @@ def _valid_accuracy(net, X, y):
     return float(np.mean(proba.argmax(1) == np.asarray(y)))
 
 
-class RobustNetClassifier(NeuralNetClassifier):
+class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
     """Neural network classifier that down-weights samples with outlying gradients.
 
     At every training step, for each sample ``i`` of the batch, the classifier
@@ -65,7 +59,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         refused (they mix samples; use LayerNorm).
     weighting : {"adaptive", "truncate", "soft", "small_loss", "none"}, \
             default="adaptive"
-        The weighting rule. The seed's batch rules: ``"truncate"`` zeroes
+        The weighting rule. The original method's batch rules: ``"truncate"`` zeroes
         samples outside ``[mu - beta*sigma, mu + alpha*sigma]``; ``"soft"``
         gives ``exp(-(g - mu)^2 / (2 sigma^2))``. ``"adaptive"`` judges rows,
         not batches: it leaves out of training the rows whose running-average
@@ -197,29 +191,7 @@ class RobustNetClassifier(NeuralNetClassifier):
     True
     """
 
-    # skorch sets these in __init__; scikit-learn wants __init__ to store only
-    # parameters. Class-level defaults keep skorch working until initialize().
-    history_ = None
-    initialized_ = False
-    virtual_params_ = MappingProxyType({})
-
-    # Set on subclasses where a class ahead of RobustNetClassifier in the MRO
-    # (e.g. skorch.hf.AccelerateMixin) re-implements initialize() or
-    # train_step_single() without calling ours; see __init_subclass__.
-    _foreign_initialize = False
-    _foreign_train_step = False
-    # The batch of a train step run by such a train_step_single, while it runs.
-    _foreign_batch = None
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-
-        def foreign(name):
-            owner = next(k for k in cls.__mro__ if name in vars(k))
-            return not issubclass(owner, RobustNetClassifier)
-
-        cls._foreign_initialize = foreign("initialize")
-        cls._foreign_train_step = foreign("train_step_single")
+    _output_memory_name = "proba_memory_"
 
     def __init__(
         self,
@@ -246,9 +218,13 @@ class RobustNetClassifier(NeuralNetClassifier):
         dataset=RowIndexedDataset,
         **kwargs,
     ):
-        vars(self)["_constructing"] = True
-        super().__init__(
-            module,
+        self._construct(
+            super().__init__,
+            dict(weighting=weighting, stats=stats, alpha=alpha, beta=beta,
+                 warmup_epochs=warmup_epochs, normalize_weights=normalize_weights,
+                 forget_rate=forget_rate, loss_correction=loss_correction,
+                 grad_engine=grad_engine, random_state=random_state),
+            module=module,
             criterion=criterion,
             optimizer=optimizer,
             lr=lr,
@@ -260,31 +236,6 @@ class RobustNetClassifier(NeuralNetClassifier):
             dataset=dataset,
             **kwargs,
         )
-        self.weighting = weighting
-        self.stats = stats
-        self.alpha = alpha
-        self.beta = beta
-        self.warmup_epochs = warmup_epochs
-        self.normalize_weights = normalize_weights
-        self.forget_rate = forget_rate
-        self.loss_correction = loss_correction
-        self.grad_engine = grad_engine
-        self.random_state = random_state
-        for name in ("history_", "initialized_", "virtual_params_", "_constructing"):
-            vars(self).pop(name, None)
-
-    def __setattr__(self, name, attr):
-        # skorch lets __init__ store torch module instances (e.g. a criterion
-        # instance) only while the net has no `initialized_`; the class-level
-        # default above hides that state, so recreate it during construction.
-        if vars(self).get("_constructing"):
-            object.__setattr__(self, name, attr)
-        else:
-            super().__setattr__(name, attr)
-
-    # ------------------------------------------------------------------ params
-    def _get_param_names(self):
-        return [k for k in vars(self) if not k.endswith("_") and not k.startswith("_")]
 
     @property
     def _default_callbacks(self):
@@ -297,93 +248,37 @@ class RobustNetClassifier(NeuralNetClassifier):
             ("print_log", PrintLog()),
         ]
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_engine", None)
-        return state
-
-    # -------------------------------------------------------------- initialize
-    def initialize(self):
-        """Initialize module, criterion, optimizer, history and robust state.
-
-        Returns
-        -------
-        self : RobustNetClassifier
-        """
-        self._initialize_robust_state()
-        super().initialize()
-        return self
-
-    def _initialize_robust_state(self):
-        check_hyperparameters(self)
-        seeds = np.random.SeedSequence(
-            check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        ).generate_state(2)
-        self._module_seed = int(seeds[0])
-        self._shuffle_generator = torch.Generator().manual_seed(int(seeds[1]))
-        self._engine = None
-        self._row_keep = None
-        self._noise_rate = 0.0
-        for name in ("norm_memory_", "proba_memory_", "transition_matrix_",
-                     "_corrected_criterion"):
-            vars(self).pop(name, None)
-
-    def initialize_virtual_params(self):
-        """skorch's first initialization step; here also the robust state, for mixins.
-
-        A mixin that re-implements :meth:`initialize` without calling ours (e.g.
-        :class:`skorch.hf.AccelerateMixin`) still calls this first, so the seeds
-        and per-row state are set up before the module is built.
-        """
-        super().initialize_virtual_params()
-        if self._foreign_initialize:
-            self._initialize_robust_state()
-
-    def initialize_module(self):
-        """Build the module, sizing the default MLP from the data.
-
-        Returns
-        -------
-        self : RobustNetClassifier
-        """
-        kwargs = self.get_params_for("module")
-        module = self.module
-        if isinstance(module, type) and issubclass(module, MLP):
-            if not hasattr(self, "n_features_in_") and "n_features" not in kwargs:
-                raise ValueError(
-                    "The default MLP is sized from the data: call fit(X, y) instead of "
-                    "initialize(), or pass module__n_features and module__n_classes."
-                )
-            kwargs.setdefault("n_features", getattr(self, "n_features_in_", None))
-            kwargs.setdefault("n_classes", len(self.classes_))
-            kwargs.setdefault("random_state", self._module_seed)
-            self.module_ = module(**kwargs)
-        else:
-            with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self._module_seed)
-                self.module_ = self.initialized_instance(module, kwargs)
-        check_per_sample_module(self.module_)
-        return self
+    # ------------------------------------------------------------- components
+    def _default_module_sizes(self, module_kwargs):
+        if not hasattr(self, "n_features_in_") and "n_features" not in module_kwargs:
+            raise ValueError(
+                "The default MLP is sized from the data: call fit(X, y) instead of "
+                "initialize(), or pass module__n_features and module__n_classes."
+            )
+        sizes = {}
+        if hasattr(self, "n_features_in_"):
+            sizes["n_features"] = self.n_features_in_
+        if hasattr(self, "classes_inferred_") or self.classes is not None:
+            sizes["n_classes"] = len(self.classes_)
+        return sizes
 
     def initialize_criterion(self):
-        """Build the criterion with ``reduction="none"`` (one loss per sample).
+        """Build the criterion with ``reduction="none"``; with forward correction, its form.
+
+        With ``loss_correction="forward"`` the criterion is
+        :class:`~skrobust.losses.ForwardCorrectedCrossEntropy` with the identity
+        matrix (the plain cross entropy) until the transition matrix is
+        estimated, after ``warmup_epochs`` epochs.
 
         Returns
         -------
         self : RobustNetClassifier
         """
-        kwargs = self.get_params_for("criterion")
-        if isinstance(self.criterion, type):
-            kwargs.setdefault("reduction", "none")
-        criterion = self.initialized_instance(self.criterion, kwargs)
-        if getattr(criterion, "reduction", "none") != "none":
-            raise ValueError(
-                f"The criterion must return one loss per sample, but it has "
-                f"reduction={criterion.reduction!r}. Pass the criterion class (it is "
-                "then built with reduction='none'), or an instance built with "
-                "reduction='none'."
-            )
-        self.criterion_ = criterion
+        vars(self).pop("transition_matrix_", None)
+        if self.loss_correction != "forward":
+            return super().initialize_criterion()
+        n_classes = len(self.classes_)
+        self.criterion_ = ForwardCorrectedCrossEntropy(np.eye(n_classes), reduction="none")
         return self
 
     # -------------------------------------------------------------------- data
@@ -397,7 +292,6 @@ class RobustNetClassifier(NeuralNetClassifier):
         return torch.as_tensor(np.asarray(X, dtype=np.float32))
 
     def _prepare_fit_data(self, X, y, sample_weight, reset, classes=None):
-        check_hyperparameters(self)
         if y is None:
             raise ValueError(
                 "RobustNetClassifier requires y to be passed, but the target y is None.")
@@ -418,16 +312,8 @@ class RobustNetClassifier(NeuralNetClassifier):
                 )
             self.classes_inferred_ = labels
         y_enc = self._encode(y)
-        self._fit_sample_weight = check_sample_weight(sample_weight, len(y))
-        needs_rows = self._fit_sample_weight is not None or self.weighting == "adaptive"
-        if needs_rows and not (isinstance(self.iterator_train, type)
-                               and issubclass(self.iterator_train, BatchLoader)):
-            raise ValueError(
-                "sample_weight and weighting='adaptive' need each batch's row indices, "
-                "which only the default iterator_train (skrobust.data.BatchLoader) "
-                "provides."
-            )
-        return RowIndexedDataset(Xt, torch.as_tensor(y_enc)), y_enc
+        weights = check_sample_weight(sample_weight, len(y))
+        return RowIndexedDataset(Xt, torch.as_tensor(y_enc)), y_enc, weights
 
     def _encode(self, y):
         classes = np.asarray(self.classes_)
@@ -443,46 +329,10 @@ class RobustNetClassifier(NeuralNetClassifier):
             )
         return encoded.astype(np.int64)
 
-    def get_iterator(self, dataset, training=False):
-        """Batch iterator; shuffles training data by default, seeded by ``random_state``.
-
-        Parameters
-        ----------
-        dataset : torch Dataset
-            The data to iterate over.
-        training : bool, default=False
-            Whether the iterator serves training.
-
-        Returns
-        -------
-        iterator : iterable of batches
-        """
-        if not training:
-            return super().get_iterator(dataset, training=False)
-        kwargs = self.get_params_for("iterator_train")
-        kwargs.setdefault("shuffle", True)
-        kwargs.setdefault("batch_size", self.batch_size)
-        if kwargs["batch_size"] == -1:
-            kwargs["batch_size"] = len(dataset)
-        if kwargs["shuffle"] and "generator" not in kwargs:
-            kwargs["generator"] = self._shuffle_generator
-        return self.iterator_train(dataset, **kwargs)
-
     def _get_predict_nonlinearity(self):
         if self.predict_nonlinearity == "auto":
             return _softmax
         return super()._get_predict_nonlinearity()
-
-    def check_data(self, X, y):
-        """Do nothing: the data is validated in :meth:`fit` already.
-
-        Parameters
-        ----------
-        X : RowIndexedDataset
-            The training data, as built by :meth:`fit`.
-        y : array-like or None
-            The encoded targets.
-        """
 
     # --------------------------------------------------------------------- fit
     def fit(self, X, y, sample_weight=None, **fit_params):
@@ -505,14 +355,9 @@ class RobustNetClassifier(NeuralNetClassifier):
         self : RobustNetClassifier
         """
         reset = not (self.warm_start and self.initialized_)
-        dataset, y_enc = self._prepare_fit_data(X, y, sample_weight, reset=reset)
-        if reset:
-            self.initialize()
-        try:
-            # NeuralNet.partial_fit, not ours: the data is validated already.
-            return super().partial_fit(dataset, y_enc, _routing_method="fit", **fit_params)
-        finally:
-            self._fit_sample_weight = None
+        dataset, y_enc, weights = self._prepare_fit_data(X, y, sample_weight, reset=reset)
+        return self._train(dataset, y_enc, reset=reset, routing_method="fit",
+                           sample_weight=weights, fit_params=fit_params)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None, **fit_params):
         """Continue training on ``(X, y)`` for ``max_epochs`` epochs.
@@ -540,52 +385,16 @@ class RobustNetClassifier(NeuralNetClassifier):
         self : RobustNetClassifier
         """
         reset = not self.initialized_
-        dataset, y_enc = self._prepare_fit_data(
+        dataset, y_enc, weights = self._prepare_fit_data(
             X, y, sample_weight, reset=reset, classes=classes)
-        if reset:
-            self.initialize()
-        routing_method = fit_params.pop("_routing_method", "partial_fit")
-        try:
-            return super().partial_fit(
-                dataset, y_enc, _routing_method=routing_method, **fit_params)
-        finally:
-            self._fit_sample_weight = None
-
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        """Check the module's output size; start the per-row memories, or keep them.
-
-        The memories are kept across ``partial_fit`` calls and warm-started fits
-        on data with the same number of rows, and started anew otherwise.
-
-        Parameters
-        ----------
-        net : RobustNetClassifier
-            This estimator (skorch passes the net to its callbacks).
-        X : RowIndexedDataset
-            The training data.
-        y : array-like or None, default=None
-            The encoded targets.
-        **kwargs : dict
-            Passed on to skorch.
-        """
-        super().on_train_begin(net, X=X, y=y, **kwargs)
-        # A dry run on two rows: a wrong output size fails before any training.
-        self._set_training(False)
-        sample = X.X[:2]
-        param = next(self.module_.parameters(), None)
-        if param is not None:
-            sample = sample.to(param.device)
-        with torch.no_grad():
-            self._check_logits(self.infer(sample))
-        memory = getattr(self, "norm_memory_", None)
-        if memory is None or len(memory) != len(X):
-            self.norm_memory_ = RowMemory(len(X))
-            self.proba_memory_ = RowMemory(len(X), width=len(self.classes_))
-            self._row_keep = None
-        self._train_labels = X.y
+        return self._train(dataset, y_enc, reset=reset, routing_method="partial_fit",
+                           sample_weight=weights, fit_params=fit_params)
 
     def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        """Check the epoch was finite; update the row selection and loss correction.
+        """As the core does; with forward correction, estimate the transition matrix.
+
+        After ``warmup_epochs`` epochs, the matrix is estimated from the
+        running-average predictions and set into the criterion.
 
         Parameters
         ----------
@@ -598,150 +407,19 @@ class RobustNetClassifier(NeuralNetClassifier):
         """
         super().on_epoch_end(net, dataset_train=dataset_train,
                              dataset_valid=dataset_valid, **kwargs)
-        self._consolidate_epoch()
-        self._check_finite()
-        epoch = len(self.history)
-        if self.weighting == "adaptive" and epoch >= self.warmup_epochs:
-            self._update_row_keep()
-        if self.weighting == "small_loss" and self.forget_rate == "auto":
-            self._noise_rate = float(self._flag_rows()[self.norm_memory_.seen].float().mean())
-        if (self.loss_correction == "forward" and epoch == self.warmup_epochs
+        if (self.loss_correction == "forward" and len(self.history) == self.warmup_epochs
                 and not hasattr(self, "transition_matrix_")):
             seen = self.proba_memory_.seen
             self.transition_matrix_ = estimate_transition_matrix(
                 self.proba_memory_.values[seen].numpy())
-            # Built mid-fit from the data, so not through skorch's initialize_*
-            # (whose __setattr__ guard refuses torch modules elsewhere); the loss
-            # moves its matrix to the logits' device itself.
-            vars(self)["_corrected_criterion"] = ForwardCorrectedCrossEntropy(
-                self.transition_matrix_, reduction="none")
+            self.criterion_.transition_matrix.copy_(torch.as_tensor(self.transition_matrix_))
 
-    def _update_row_keep(self):
-        self._row_keep = (~self._flag_rows()).to(torch.float32)
+    # ------------------------------------------------- the core's task hooks
+    @property
+    def _memory_width(self):
+        return len(self.classes_)
 
-    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        """Start the epoch's record of per-batch norms, weights and predictions.
-
-        Parameters
-        ----------
-        net : RobustNetClassifier
-            This estimator (skorch passes the net to its callbacks).
-        dataset_train, dataset_valid : Dataset or None, default=None
-            The epoch's training and validation data.
-        **kwargs : dict
-            Passed on to skorch.
-        """
-        super().on_epoch_begin(net, dataset_train=dataset_train,
-                               dataset_valid=dataset_valid, **kwargs)
-        self._epoch_record = []
-
-    def _record_step(self, rows, norms, weights, logits):
-        """Keep a training step's results for the end of the epoch (no host sync)."""
-        self._epoch_record.append((rows, norms, weights, logits.detach()))
-
-    def _consolidate_epoch(self):
-        """Fold the epoch's steps into the history and the per-row memories.
-
-        Done once per epoch in a few tensor operations, rather than a dozen
-        small ones and a host synchronisation at every step.
-        """
-        record = getattr(self, "_epoch_record", None)
-        if not record:
-            return
-        rows, norms, weights, logits = zip(*record)
-        weights = torch.cat(weights)
-        mean, low = torch.stack(
-            [weights.mean(), (weights < _LOW_WEIGHT).to(weights.dtype).mean()]).tolist()
-        self.history.record("weight_mean", mean)
-        self.history.record("weight_low", low)
-        if all(r is not None for r in rows):
-            rows = torch.cat(rows).cpu()
-            self.norm_memory_.update(rows, standardize_batches(norms))
-            self.proba_memory_.update(rows, torch.softmax(torch.cat(logits), dim=-1))
-        self._epoch_record = []
-
-    def _check_finite(self):
-        losses = [b["train_loss"] for b in self.history[-1]["batches"] if "train_loss" in b]
-        loss = float(np.mean(losses)) if losses else 0.0
-        if np.isfinite(losses).all() and all(
-                bool(torch.isfinite(p).all()) for p in self.module_.parameters()):
-            return
-        raise FloatingPointError(
-            f"Training diverged in epoch {len(self.history)}: the training loss is "
-            f"{loss} and/or the module's parameters are no longer finite. The usual "
-            f"cause is a learning rate that is too high (lr={self.lr}); also check "
-            "that the features are scaled (e.g. StandardScaler in a Pipeline). The "
-            "model was left as it was at the failure and should not be used."
-        )
-
-    def _flag_rows(self):
-        return flag_noisy_rows(self.proba_memory_.values, self._train_labels,
-                               self.norm_memory_.values)
-
-    # ------------------------------------------------------------- train step
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Mean of :meth:`get_per_sample_loss`, or the reweighted objective.
-
-        :meth:`train_step_single` does not call this. When a mixin's
-        ``train_step_single`` runs the training step instead (e.g.
-        :class:`skorch.hf.AccelerateMixin`, which backpropagates what this
-        returns), ``training=True`` gives the reweighted objective
-        ``sum_i c_i * loss_i`` with detached coefficients: its gradient is the
-        update ``(1/B) sum_i w_i grad_i`` of :meth:`train_step_single`, with the
-        weights computed over the global batch of all processes (see
-        :func:`skrobust.distributed.gather_norms`).
-
-        Parameters
-        ----------
-        y_pred : torch.Tensor of shape (batch_size, n_classes)
-            Logits.
-        y_true : torch.Tensor of shape (batch_size,)
-            Encoded targets.
-        X : torch.Tensor, default=None
-            The batch's features.
-        training : bool, default=False
-            Whether this is a training step.
-
-        Returns
-        -------
-        loss : torch.Tensor
-            A scalar: the mean loss, or the reweighted objective.
-        """
-        losses = self.get_per_sample_loss(y_pred, y_true, X=X, training=training)
-        if training and self._foreign_batch is not None:
-            return self._foreign_objective(y_pred, losses)
-        return losses.mean()
-
-    def get_per_sample_loss(self, y_pred, y_true, X=None, training=False):
-        """One loss per sample, from the criterion built with ``reduction="none"``.
-
-        Parameters
-        ----------
-        y_pred : torch.Tensor of shape (batch_size, n_classes)
-            Logits.
-        y_true : torch.Tensor of shape (batch_size,)
-            Encoded targets.
-        X : torch.Tensor, default=None
-            The batch's features (unused; for subclasses).
-        training : bool, default=False
-            Whether this is a training step.
-
-        Returns
-        -------
-        losses : torch.Tensor of shape (batch_size,)
-        """
-        y_true = to_tensor(y_true, device=self.device)
-        corrected = getattr(self, "_corrected_criterion", None)
-        criterion = self.criterion_ if corrected is None else corrected
-        losses = criterion(y_pred, y_true)
-        if losses.dim() != 1 or losses.shape[0] != y_true.shape[0]:
-            raise ValueError(
-                f"The criterion returned shape {tuple(losses.shape)}; it must return one "
-                f"loss per sample, shape ({y_true.shape[0]},). Use reduction='none'."
-            )
-        return losses
-
-    def _check_logits(self, y_pred):
+    def _check_output(self, y_pred):
         n_classes = len(self.classes_)
         if y_pred.dim() != 2 or y_pred.shape[1] != n_classes:
             raise ValueError(
@@ -749,165 +427,12 @@ class RobustNetClassifier(NeuralNetClassifier):
                 f"(batch_size, n_classes) = (*, {n_classes}) logits."
             )
 
-    def _current_engine(self):
-        engine = getattr(self, "_engine", None)
-        if engine is None or engine.module is not self.module_:
-            engine = self._engine = make_engine(self.module_, self.grad_engine)
-        return engine
+    def _output_to_memory(self, outputs):
+        return torch.softmax(outputs, dim=-1)
 
-    @property
-    def grad_engine_(self):
-        """Name of the per-sample gradient engine in use."""
-        check_is_fitted(self, "module_")
-        return self._current_engine().name
-
-    def _reweighting_active(self):
-        # small_loss ramps its rate over the warm-up instead of waiting for it.
-        return self.weighting == "small_loss" or len(self.history) > self.warmup_epochs
-
-    def _batch_weights(self, batch, norms, losses):
-        if self.weighting == "adaptive":
-            if self._row_keep is None:
-                if not self.norm_memory_.seen.any():
-                    return torch.ones_like(norms)
-                self._update_row_keep()  # e.g. memories just restored from a checkpoint
-            return self._row_keep[batch.rows].to(norms.device, norms.dtype)
-        if self.weighting == "small_loss":
-            rate = self._noise_rate if self.forget_rate == "auto" else self.forget_rate
-            ramp = min(len(self.history) / max(self.warmup_epochs, 1), 1.0)
-            return small_loss_weights(losses, min(rate * ramp, 0.99)).to(norms.dtype)
-        return compute_weights(norms, weighting=self.weighting, stats=self.stats,
-                               alpha=self.alpha, beta=self.beta)
-
-    def train_step_single(self, batch, **fit_params):
-        """One forward pass; per-sample norms, weights and the weighted gradient.
-
-        Parameters
-        ----------
-        batch : IndexedBatch or (X, y) tuple
-            A batch from the training iterator.
-        **fit_params : dict
-            Passed on to the module's ``forward``.
-
-        Returns
-        -------
-        step : dict
-            ``loss`` (the weighted objective), ``y_pred``, and the batch's
-            ``norms`` and robust ``weights``.
-        """
-        self._set_training(True)
-        Xi, yi = batch
-        engine = self._current_engine()
-        with engine.capture():
-            y_pred = self.infer(Xi, **fit_params)
-        self._check_logits(y_pred)
-        losses = self.get_per_sample_loss(y_pred, yi, X=Xi, training=True)
-        norms = engine.norms(losses)
-        if self._reweighting_active():
-            weights = self._batch_weights(batch, norms, losses)
-        else:
-            weights = torch.ones_like(norms)
-        coefficients = self._coefficients(weights, getattr(batch, "rows", None))
-        engine.backward(coefficients)
-        loss = (coefficients * losses.detach()).sum()
-        return {"loss": loss, "y_pred": y_pred, "norms": norms, "weights": weights}
-
-    def _coefficients(self, weights, rows):
-        """``c_i`` of the update ``sum_i c_i grad_i``: robust times user weights, over B."""
-        coefficients = weights
-        user_weights = getattr(self, "_fit_sample_weight", None)
-        if user_weights is not None:
-            coefficients = coefficients * user_weights[rows].to(weights.device)
-        if self.normalize_weights:
-            mean = coefficients.mean()
-            coefficients = coefficients / torch.where(mean > 0, mean, torch.ones_like(mean))
-        return coefficients / len(weights)
-
-    def train_step(self, batch, **fit_params):
-        """Optimizer step, then bookkeeping of the batch's weights and norms.
-
-        Parameters
-        ----------
-        batch : IndexedBatch or (X, y) tuple
-            A batch from the training iterator.
-        **fit_params : dict
-            Passed on to the module's ``forward``.
-
-        Returns
-        -------
-        step : dict
-            As returned by :meth:`train_step_single`.
-        """
-        if self._foreign_train_step:
-            return self._train_step_foreign(batch, **fit_params)
-        step = super().train_step(batch, **fit_params)
-        self._record_step(getattr(batch, "rows", None), step["norms"], step["weights"],
-                          step["y_pred"])
-        return step
-
-    # ------------------------------------------ train step run by a mixin
-    def _train_step_foreign(self, batch, **fit_params):
-        """The train step when a mixin supplies ``train_step_single``.
-
-        The forward pass of the mixin's step runs inside the engine's capture;
-        :meth:`get_loss` then returns the reweighted objective (see
-        :meth:`_foreign_objective`) and leaves the global batch's norms,
-        weights, logits and rows for the bookkeeping, which is the same on
-        every process.
-        """
-        engine = self._current_engine()
-        self._foreign_batch = batch
-        self._foreign_result = None
-        try:
-            with engine.capture():
-                step = super().train_step(batch, **fit_params)
-            result = self._foreign_result
-        finally:
-            engine.release()
-            for name in ("_foreign_batch", "_foreign_result"):
-                vars(self).pop(name, None)
-        if result is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.train_step_single did not call "
-                "get_loss(..., training=True), which computes the robust weights; "
-                "a train_step_single that replaces RobustNetClassifier's must call it "
-                "and backpropagate its result."
-            )
-        weights, norms, local = result["weights"], result["norms"], result["local"]
-        self._record_step(result["rows"], norms, weights, result["logits"])
-        step.update(loss=result["loss"], norms=norms[local], weights=weights[local])
-        return step
-
-    def _foreign_objective(self, y_pred, losses):
-        """Weighted objective of this process's samples, weights from the global batch.
-
-        Under ``DistributedDataParallel`` (which averages the gradients of the
-        ``P`` processes) each process returns ``P * sum_{i local} c_i loss_i``,
-        so the averaged gradient is ``sum_{i global} c_i grad_i``.
-        """
-        from .distributed import gather_columns, process_group_info  # imports this module
-
-        engine = self._current_engine()
-        norms = engine.norms(losses, retain_graph=True)
-        rows = getattr(self._foreign_batch, "rows", None)
-        columns = [norms, losses, y_pred.reshape(len(losses), -1)]
-        if rows is not None:
-            columns.append(rows)
-        gathered, local = gather_columns(columns)
-        all_norms, all_losses, all_logits = gathered[:3]
-        all_rows = gathered[3].cpu() if rows is not None else None
-        if self._reweighting_active():
-            weights = self._batch_weights(IndexedBatch(None, None, all_rows), all_norms,
-                                          all_losses)
-        else:
-            weights = torch.ones_like(all_norms)
-        coefficients = self._coefficients(weights, all_rows)
-        world_size, _ = process_group_info()
-        self._foreign_result = {
-            "loss": (coefficients * all_losses).sum(), "norms": all_norms,
-            "weights": weights, "logits": all_logits, "rows": all_rows, "local": local,
-        }
-        return (coefficients[local].detach() * world_size * losses).sum()
+    def _flag_rows(self, state):
+        return flag_noisy_rows(state.output_memory.values, state.targets,
+                               state.norm_memory.values)
 
     # ----------------------------------------------------------------- predict
     def _predict_dataset(self, X):
@@ -944,12 +469,6 @@ class RobustNetClassifier(NeuralNetClassifier):
         proba = self.predict_proba(X)
         return np.asarray(self.classes_)[proba.argmax(axis=1)]
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.non_deterministic = self.random_state is None
-        return tags
-
     @property
     def noise_scores_(self):
         """Per-row label-noise scores of the last fit; higher = more likely mislabeled.
@@ -959,7 +478,7 @@ class RobustNetClassifier(NeuralNetClassifier):
         """
         check_is_fitted(self, "proba_memory_")
         proba = self.proba_memory_.values
-        one_hot = torch.nn.functional.one_hot(self._train_labels, proba.shape[1])
+        one_hot = torch.nn.functional.one_hot(self._row_state.targets, proba.shape[1])
         return torch.linalg.vector_norm(proba - one_hot, dim=1).numpy()
 
     @property
@@ -973,4 +492,4 @@ class RobustNetClassifier(NeuralNetClassifier):
         ``weighting="adaptive"`` these rows were left out of training.
         """
         check_is_fitted(self, "norm_memory_")
-        return self._flag_rows().numpy()
+        return self._row_state.flags().numpy()

@@ -131,14 +131,21 @@ class BatchLoader:
     def __iter__(self):
         base, rows, n = self._base, self._rows, len(self.dataset)
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator)
+            order = self._permutation(n)
             rows = order if rows is None else rows[order]
         stop = n - n % self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
             end = min(start + self.batch_size, n)
-            if rows is None:
-                index = torch.arange(start, end)
+            index = self._share(torch.arange(start, end) if rows is None else rows[start:end])
+            if rows is None and len(index) == end - start:  # a view: no gather
                 yield IndexedBatch(base.X[start:end], base._targets(index), index)
             else:
-                index = rows[start:end]
                 yield IndexedBatch(base.X[index], base._targets(index), index)
+
+    def _permutation(self, n):
+        """A random order of ``n`` rows for one pass."""
+        return torch.randperm(n, generator=self.generator)
+
+    def _share(self, index):
+        """The rows of a batch that this loader yields (all of them here)."""
+        return index
