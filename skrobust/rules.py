@@ -21,6 +21,8 @@ __all__ = [
     "BatchNormRule",
     "NoWeighting",
     "SmallLossRule",
+    "SoftRule",
+    "TruncateRule",
     "WeightingRule",
     "make_rule",
     "register_rule",
