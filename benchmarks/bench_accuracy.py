@@ -193,7 +193,7 @@ METHODS = {
     "hgb": make_hgb,
     "logreg": make_logreg,
     "cleanlab": make_cleanlab,
-    # The seed's rule as written, and the related techniques of issue 5.
+    # The original method's rule as written, and the related techniques.
     "seed_rule": _robust_variant(weighting="truncate", stats="mean_std", alpha=1.0),
     "small_loss": _robust_variant(weighting="small_loss"),
     "gce": _robust_variant(weighting="none", criterion=GeneralizedCrossEntropy),

@@ -1,6 +1,6 @@
 """Row-level selection: which training rows look mislabeled, from their memory.
 
-The seed's rules judge each batch on its own. The functions here judge each
+The original method's rules judge each batch on its own. The functions here judge each
 row on what the per-row memory (:mod:`skrobust.memory`) accumulated across
 epochs, with thresholds set by the data, so that they adapt to the noise rate
 and leave clean data alone. They are pure functions: memory in, flags out.
