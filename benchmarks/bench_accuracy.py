@@ -194,7 +194,7 @@ METHODS = {
     "logreg": make_logreg,
     "cleanlab": make_cleanlab,
     # The original method's rule as written, and the related techniques.
-    "seed_rule": _robust_variant(weighting="truncate", stats="mean_std", alpha=1.0),
+    "original_rule": _robust_variant(weighting="truncate", stats="mean_std", alpha=1.0),
     "small_loss": _robust_variant(weighting="small_loss"),
     "gce": _robust_variant(weighting="none", criterion=GeneralizedCrossEntropy),
     "gce_adaptive": _robust_variant(criterion=GeneralizedCrossEntropy),
