@@ -80,7 +80,7 @@ numpydoc_validation_exclude = {
     r"^(?!skrobust\.)",
     r"\.__\w+__$",
     # Constants documented with a ``#:`` comment: not a docstring to validate.
-    r"\.(WEIGHTINGS|STATS|ENGINES|ACTIVATIONS)$",
+    r"\.(WEIGHTINGS|STATS|ENGINES|ACTIVATIONS|RULES|LOW_WEIGHT)$",
 }
 
 # -- sphinx-gallery -------------------------------------------------------------
