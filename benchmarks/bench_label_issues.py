@@ -429,7 +429,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.from_csv:
         res = pd.read_csv(args.from_csv)
-        write(res, args, [f"Rebuilt from `{args.from_csv}`."])
+        header = [f"- tables rebuilt from `{args.from_csv}`"]
+        old_md = Path(args.from_csv).with_suffix(".md")
+        if old_md.exists():  # keep the settings lines of the run that wrote the CSV
+            text = old_md.read_text().split("\n## ")[0]
+            header += [line for line in text.splitlines()
+                       if line.startswith(("- ", "  ")) and "rebuilt from" not in line]
+        write(res, args, header)
         return 0
     torch.set_num_threads(1)
     rows = []
@@ -475,9 +481,22 @@ def main(argv=None):
         f"- total run time: {cpu / 60:.1f} min of CPU time ({elapsed / 60:.1f} min wall "
         "time on a machine shared with other jobs)",
         f"- command: `python benchmarks/bench_label_issues.py {' '.join(sys.argv[1:])}`",
+        f"- skrobust at commit {_git_commit()}: the numbers depend on the default detector's "
+        "rule for label_issues_ at that commit",
     ]
     write(pd.DataFrame(rows), args, header)
     return 0
+
+
+def _git_commit():
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, check=True, cwd=Path(__file__).parent)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
 
 
 def _cleanlab_version():
