@@ -8,11 +8,13 @@ labels hurt the model less.
 from .classifier import RobustNetClassifier
 from .engines import per_sample_grad_norms
 from .label_issues import CleanedClassifier, find_label_issues
+from .regressor import RobustNetRegressor
 from .weighting import compute_weights
 
 __all__ = [
     "CleanedClassifier",
     "RobustNetClassifier",
+    "RobustNetRegressor",
     "compute_weights",
     "find_label_issues",
     "per_sample_grad_norms",

@@ -50,9 +50,15 @@ _HYPERPARAMETERS = {
 
 
 def check_hyperparameters(estimator):
-    """Raise one ValueError listing every invalid hyperparameter of ``estimator``."""
+    """Raise one ValueError listing every invalid hyperparameter of ``estimator``.
+
+    Hyperparameters that the estimator does not have (e.g. the regressor's
+    ``loss_correction``) are skipped.
+    """
     problems = []
     for name, (is_valid, allowed) in _HYPERPARAMETERS.items():
+        if not hasattr(estimator, name):
+            continue
         value = getattr(estimator, name)
         try:
             ok = bool(is_valid(value))
@@ -61,7 +67,7 @@ def check_hyperparameters(estimator):
         if not ok:
             allowed = allowed() if callable(allowed) else allowed
             problems.append(f"{name} must be {allowed}; got {value!r}.")
-    if estimator.loss_correction == "forward":
+    if getattr(estimator, "loss_correction", None) == "forward":
         if estimator.criterion is not torch.nn.CrossEntropyLoss:
             problems.append("loss_correction='forward' corrects the cross entropy: keep "
                             "the default criterion=torch.nn.CrossEntropyLoss.")
@@ -95,6 +101,29 @@ def check_targets(y):
             f"RobustNetClassifier supports binary and multiclass targets; got "
             f"{type_of_target(y)!r}."
         )
+    return y
+
+
+def check_regression_targets(y):
+    """Regression targets as a 1-D or 2-D float64 numpy array, or a clear error."""
+    y = np.asarray(y)
+    if y.dtype.kind == "c":
+        raise ValueError("Complex data not supported: y has a complex dtype.")
+    if y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] < 1):
+        raise ValueError(
+            f"y should be a 1-D array of targets, or 2-D with one column per target; "
+            f"got shape {y.shape}."
+        )
+    if y.dtype.kind not in "biuf":
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"y must hold numbers (regression targets); got dtype {y.dtype}."
+            ) from None
+    y = y.astype(np.float64)
+    if not np.isfinite(y).all():
+        raise ValueError("y contains NaN or infinity; every row needs a finite target.")
     return y
 
 

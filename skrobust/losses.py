@@ -28,9 +28,11 @@ __all__ = [
     "ActivePassiveLoss",
     "ForwardCorrectedCrossEntropy",
     "GeneralizedCrossEntropy",
+    "HuberLoss",
     "NormalizedCrossEntropy",
     "ReverseCrossEntropy",
     "SymmetricCrossEntropy",
+    "TukeyBiweightLoss",
     "estimate_transition_matrix",
 ]
 
@@ -559,3 +561,164 @@ def estimate_transition_matrix(probas, *, quantile=0.97):
     anchors = np.argsort(probas, axis=0, kind="stable")[rank]
     T = probas[anchors]
     return T / T.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# Robust regression losses
+# ---------------------------------------------------------------------------
+
+
+def _check_regression_inputs(input, target):
+    """Validate the shapes and dtypes of a regression criterion's inputs."""
+    if not input.is_floating_point():
+        raise ValueError(f"input must be a floating point tensor, got dtype {input.dtype}.")
+    if input.shape != target.shape:
+        raise ValueError(
+            f"input and target must have the same shape, got {tuple(input.shape)} and "
+            f"{tuple(target.shape)}."
+        )
+
+
+class _RegressionLoss(nn.Module):
+    """Base class of the regression losses: ``rho(input - target)`` per element.
+
+    Subclasses implement ``_rho(residual)`` and name their tuning constant in
+    ``_repr_attributes``. With ``reduction="none"`` the result has the shape of
+    ``input``, as for :class:`torch.nn.MSELoss`.
+    """
+
+    _repr_attributes = ()
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = check_option(reduction, "reduction", _REDUCTIONS)
+
+    def forward(self, input, target):
+        """Compute the loss.
+
+        Parameters
+        ----------
+        input : torch.Tensor of shape (n_samples, ...)
+            Predictions (floating point).
+        target : torch.Tensor of the same shape
+            Targets.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            Scalar if ``reduction`` is ``"mean"`` or ``"sum"``, otherwise a
+            tensor of the shape of ``input``.
+        """
+        _check_regression_inputs(input, target)
+        residual = input - target.to(input.dtype)
+        return _reduce(self._rho(residual), self.reduction)
+
+    def _rho(self, residual):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self):
+        parts = [f"{name}={getattr(self, name)!r}" for name in self._repr_attributes]
+        parts.append(f"reduction={self.reduction!r}")
+        return ", ".join(parts)
+
+
+class HuberLoss(_RegressionLoss):
+    r"""Huber loss: squared for small residuals, linear for large ones.
+
+    Parameters
+    ----------
+    delta : float, default=1.345
+        Residual size where the loss turns from quadratic to linear, ``> 0``.
+        The default gives 95% efficiency on Gaussian residuals of unit spread,
+        the scale of :class:`~skrobust.RobustNetRegressor`'s standardised
+        targets.
+    reduction : {"mean", "sum", "none"}, default="mean"
+        How the elementwise losses are reduced; ``"none"`` returns them in the
+        shape of ``input``.
+
+    Notes
+    -----
+    With residual :math:`r = \hat y - y`,
+
+    .. math:: \rho(r) = \begin{cases} r^2 / 2 & |r| \le \delta \\
+              \delta (|r| - \delta / 2) & |r| > \delta. \end{cases}
+
+    Its gradient is bounded by :math:`\delta`: one wild target pulls no
+    harder than any other large residual.
+
+    References
+    ----------
+    .. [1] P. J. Huber, "Robust Estimation of a Location Parameter", Annals of
+       Mathematical Statistics 35(1), 1964.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skrobust.losses import HuberLoss
+    >>> loss = HuberLoss(delta=1.0, reduction="none")
+    >>> loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 0.0])).tolist()
+    [0.125, 2.5]
+    """
+
+    _repr_attributes = ("delta",)
+
+    def __init__(self, delta=1.345, reduction="mean"):
+        super().__init__(reduction=reduction)
+        self.delta = check_real(delta, "delta", low=0.0, low_inclusive=False)
+
+    def _rho(self, residual):
+        a = residual.abs()
+        return torch.where(a <= self.delta, 0.5 * residual.square(),
+                           self.delta * (a - 0.5 * self.delta))
+
+
+class TukeyBiweightLoss(_RegressionLoss):
+    r"""Tukey's biweight loss: a redescending loss that ignores gross residuals.
+
+    Parameters
+    ----------
+    c : float, default=4.685
+        Residual size beyond which the loss is constant (its gradient is 0),
+        ``> 0``. The default gives 95% efficiency on Gaussian residuals of unit
+        spread.
+    reduction : {"mean", "sum", "none"}, default="mean"
+        How the elementwise losses are reduced; ``"none"`` returns them in the
+        shape of ``input``.
+
+    Notes
+    -----
+    With residual :math:`r = \hat y - y`,
+
+    .. math:: \rho(r) = \frac{c^2}{6} \begin{cases}
+              1 - \left(1 - (r/c)^2\right)^3 & |r| \le c \\
+              1 & |r| > c. \end{cases}
+
+    Near 0 it is :math:`r^2 / 2`; a sample whose residual exceeds :math:`c`
+    has no gradient, so the loss is not convex: start from a reasonable fit
+    (e.g. some epochs with the squared error) when residuals are large at
+    first.
+
+    References
+    ----------
+    .. [1] A. E. Beaton and J. W. Tukey, "The Fitting of Power Series, Meaning
+       Polynomials, Illustrated on Band-Spectroscopic Data", Technometrics
+       16(2), 1974.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skrobust.losses import TukeyBiweightLoss
+    >>> loss = TukeyBiweightLoss(c=2.0, reduction="none")
+    >>> [round(v, 4) for v in loss(torch.tensor([1.0, 5.0]), torch.zeros(2)).tolist()]
+    [0.3854, 0.6667]
+    """
+
+    _repr_attributes = ("c",)
+
+    def __init__(self, c=4.685, reduction="mean"):
+        super().__init__(reduction=reduction)
+        self.c = check_real(c, "c", low=0.0, low_inclusive=False)
+
+    def _rho(self, residual):
+        u = (residual / self.c).square().clamp(max=1.0)
+        return (self.c**2 / 6.0) * (1.0 - (1.0 - u) ** 3)

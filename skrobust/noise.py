@@ -29,6 +29,7 @@ from ._checks import check_integer, check_option, check_real, check_transition_m
 
 __all__ = [
     "add_label_noise",
+    "add_target_noise",
     "apply_transition_matrix",
     "corrupt_features",
     "noise_transition_matrix",
@@ -37,6 +38,7 @@ __all__ = [
 _LABEL_NOISE_KINDS = ("symmetric", "pair", "instance")
 _MATRIX_KINDS = ("symmetric", "pair")
 _FEATURE_NOISE_KINDS = ("gaussian", "outlier", "dropout")
+_TARGET_NOISE_KINDS = ("gross", "swap", "gaussian")
 
 # Every row keeps at least this much weight in instance-dependent sampling, so
 # that rows the model finds easy can still be drawn once the hard ones run out.
@@ -536,3 +538,113 @@ def corrupt_features(X, fraction, *, kind="gaussian", scale=3.0, random_state=No
     if frame is not None:
         values = type(frame)(values, index=frame.index, columns=frame.columns)
     return values, mask
+
+
+def _robust_spread(values):
+    """Per-column ``IQR / 1.349`` of ``values`` (n, k); the std, then 1, where it is 0."""
+    q25, q75 = np.percentile(values, [25, 75], axis=0)
+    spread = (q75 - q25) / 1.349
+    std = values.std(axis=0)
+    spread = np.where(spread > 0, spread, std)
+    return np.where(spread > 0, spread, 1.0)
+
+
+def add_target_noise(y, rate, *, kind="gross", scale=1.0, random_state=None,
+                     return_mask=False):
+    """Corrupt an exact fraction of regression targets.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        True numeric targets. A pandas Series is accepted.
+    rate : float in [0, 1)
+        Fraction of rows to corrupt: exactly ``round(rate * n_samples)`` rows
+        are chosen, uniformly without replacement (Python's ``round``).
+    kind : {"gross", "swap", "gaussian"}, default="gross"
+        How the chosen rows are corrupted; see Notes.
+    scale : float, default=1.0
+        Size of the corruption for ``"gross"`` and ``"gaussian"``, ``> 0``, in
+        units of each target's robust spread (``IQR / 1.349``); ignored by
+        ``"swap"``.
+    random_state : int, RandomState instance or None, default=None
+        Seed or generator for the draws, as in scikit-learn.
+    return_mask : bool, default=False
+        Also return the boolean mask of the corrupted rows.
+
+    Returns
+    -------
+    y_noisy : ndarray of the shape of ``y``, float64
+        New array; the rows not chosen are unchanged.
+    mask : ndarray of shape (n_samples,), dtype bool
+        Only with ``return_mask=True``: the rows whose target changed. For
+        ``"swap"``, a chosen row that received an equal value is not in it.
+
+    See Also
+    --------
+    add_label_noise : Label noise for classification.
+
+    Notes
+    -----
+    With ``s`` a target's robust spread (``IQR / 1.349``; its standard
+    deviation where the IQR is 0):
+
+    * ``"gross"`` (recording errors, unit mix-ups): each chosen row moves by
+      ``scale * s * u`` with ``u`` uniform in ``[3, 6]``, up or down at random.
+    * ``"swap"`` (rows joined to the wrong record): the chosen rows' targets are
+      permuted among themselves so that each receives another chosen row's
+      target (a random cyclic shift).
+    * ``"gaussian"`` (heteroscedastic measurement noise): each chosen row gets
+      Gaussian noise of standard deviation ``scale * s * (0.5 + q)``, where
+      ``q`` in ``[0, 1]`` is the rank quantile of its target: larger values are
+      noisier.
+
+    Several targets are corrupted together, row by row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skrobust.noise import add_target_noise
+    >>> y = np.arange(10.0)
+    >>> y_noisy, mask = add_target_noise(y, 0.2, kind="swap", random_state=0,
+    ...                                  return_mask=True)
+    >>> int(mask.sum()), sorted(y_noisy[mask].tolist()) == sorted(y[mask].tolist())
+    (2, True)
+    >>> y_gross = add_target_noise(y, 0.3, random_state=0)
+    >>> int((y_gross != y).sum())
+    3
+    """
+    kind = check_option(kind, "kind", _TARGET_NOISE_KINDS)
+    rate = check_real(rate, "rate", low=0.0, high=1.0, high_inclusive=False)
+    scale = check_real(scale, "scale", low=0.0, low_inclusive=False)
+    if not isinstance(return_mask, (bool, np.bool_)):
+        raise TypeError(f"return_mask must be True or False, got {return_mask!r}.")
+    values = np.asarray(y)
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"y must hold numbers, got dtype {values.dtype}.")
+    if values.ndim not in (1, 2) or values.shape[0] < 1:
+        raise ValueError(
+            f"y must be a non-empty 1-D or 2-D array, got shape {values.shape}.")
+    values = values.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("y must be finite (no NaN or infinity).")
+    table = values.reshape(len(values), -1)
+    n = len(table)
+    rng = check_random_state(random_state)
+    rows = _choose_rows(n, rate, rng)
+    noisy = table.copy()
+    spread = _robust_spread(table)
+    if kind == "gross" and len(rows):
+        size = rng.uniform(3.0, 6.0, size=(len(rows), 1))
+        sign = rng.choice([-1.0, 1.0], size=(len(rows), 1))
+        noisy[rows] += sign * size * scale * spread
+    elif kind == "swap" and len(rows) > 1:
+        shift = rng.randint(1, len(rows))
+        noisy[rows] = table[np.roll(rows, shift)]
+    elif kind == "gaussian" and len(rows):
+        quantile = (np.argsort(np.argsort(table, axis=0), axis=0) / max(n - 1, 1))[rows]
+        sd = scale * spread * (0.5 + quantile)
+        noisy[rows] += sd * rng.standard_normal(size=sd.shape)
+    y_noisy = noisy.reshape(values.shape)
+    if not return_mask:
+        return y_noisy
+    return y_noisy, (noisy != table).any(axis=1)
