@@ -721,4 +721,5 @@ class TukeyBiweightLoss(_RegressionLoss):
 
     def _rho(self, residual):
         u = (residual / self.c).square().clamp(max=1.0)
-        return (self.c**2 / 6.0) * (1.0 - (1.0 - u) ** 3)
+        # 1 - (1 - u)^3, written without the cancellation near u = 0
+        return (self.c**2 / 6.0) * u * (3.0 - 3.0 * u + u.square())
