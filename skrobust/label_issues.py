@@ -268,8 +268,7 @@ def find_label_issues(X, y, *, estimator=None, **fit_params):
     >>> X, y = load_iris(return_X_y=True)
     >>> y_noisy = y.copy()
     >>> y_noisy[::10] = (y[::10] + 1) % 3  # every tenth label is wrong
-    >>> net = make_pipeline(StandardScaler(),
-    ...                     RobustNetClassifier(max_epochs=40, verbose=0, random_state=0))
+    >>> net = make_pipeline(StandardScaler(), RobustNetClassifier(verbose=0, random_state=0))
     >>> issues = find_label_issues(X, y_noisy, estimator=net)
     >>> list(issues.columns)
     ['is_label_issue', 'noise_score', 'given_label', 'predicted_label']
@@ -457,8 +456,8 @@ class CleanedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> from skrobust.noise import add_label_noise
     >>> X, y = load_breast_cancer(return_X_y=True)
     >>> y_noisy = add_label_noise(y, 0.2, random_state=0)
-    >>> detector = make_pipeline(
-    ...     StandardScaler(), RobustNetClassifier(max_epochs=20, verbose=0, random_state=0))
+    >>> detector = make_pipeline(StandardScaler(),
+    ...                          RobustNetClassifier(verbose=0, random_state=0))
     >>> clf = CleanedClassifier(make_pipeline(StandardScaler(), LogisticRegression()),
     ...                         detector=detector).fit(X, y_noisy)
     >>> flagged = clf.label_issues_
