@@ -238,16 +238,21 @@ class RobustTrainingMixin:
         else:
             check_hyperparameters(self)
         self._fit_sample_weight = sample_weight
+        self._fit_params = fit_params
         try:
             # skorch's NeuralNet.partial_fit: the data is validated already.
             return super().partial_fit(dataset, y, _routing_method=routing_method,
                                        **fit_params)
         finally:
-            self._fit_sample_weight = None
+            self._fit_sample_weight = self._fit_params = None
 
     # ------------------------------------------------------ epoch bookkeeping
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        """Check the module on two rows; build the rule; start or keep the row memories.
+        """Build the rule; start or keep the row memories.
+
+        The module's output is checked on two rows once every callback's
+        ``on_train_begin`` has run (see :meth:`notify`): callbacks such as
+        :class:`skorch.callbacks.InputShapeSetter` may still resize the module.
 
         The memories are kept across ``partial_fit`` calls and warm-started fits
         on data with the same number of rows, and started anew otherwise.
@@ -264,7 +269,6 @@ class RobustTrainingMixin:
             Passed on to skorch.
         """
         super().on_train_begin(net, X=X, y=y, **kwargs)
-        self._dry_run(X.X[:2])
         # A new rule each time: what it selects comes from the memories, which are kept.
         self._rule = make_rule(self)
         self._check_rule_inputs(self._rule)
@@ -278,14 +282,28 @@ class RobustTrainingMixin:
             X.y, self.norm_memory_, getattr(self, self._output_memory_name),
             to_memory=self._output_to_memory, flag_rows=self._flag_rows)
 
-    def _dry_run(self, sample):
+    def notify(self, method_name, **cb_kwargs):
+        """As skorch does; after ``on_train_begin``, check the module's output on two rows.
+
+        Parameters
+        ----------
+        method_name : str
+            The callback method to call.
+        **cb_kwargs : dict
+            Passed on to the callbacks.
+        """
+        super().notify(method_name, **cb_kwargs)
+        if method_name == "on_train_begin":
+            self._dry_run(cb_kwargs["X"].X[:2], getattr(self, "_fit_params", None) or {})
+
+    def _dry_run(self, sample, fit_params):
         """A forward pass on two rows: a wrong output fails before any training."""
         self._set_training(False)
         param = next(self.module_.parameters(), None)
         if param is not None:
             sample = sample.to(param.device)
         with torch.no_grad():
-            self._check_output(self.infer(sample))
+            self._check_output(self.infer(sample, **fit_params))
 
     def _check_rule_inputs(self, rule):
         needs_rows = rule.needs_rows or getattr(self, "_fit_sample_weight", None) is not None

@@ -40,6 +40,11 @@ class RowIndexedDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.X)
 
+    @property
+    def shape(self):
+        """Shape of the features, for code written for arrays (e.g. ``InputShapeSetter``)."""
+        return tuple(self.X.shape)
+
     def __getitem__(self, i):
         return self.X[i], self._targets(i)
 
