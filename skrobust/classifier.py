@@ -18,7 +18,8 @@ from .core import RobustTrainingMixin
 from .data import BatchLoader, RowIndexedDataset
 from .losses import ForwardCorrectedCrossEntropy, estimate_transition_matrix
 from .modules import MLP
-from .selection import flag_noisy_rows
+from .probe import held_out_split, probe_curve
+from .selection import choose_recipe, flag_noisy_rows
 
 __all__ = ["RobustNetClassifier"]
 
@@ -45,9 +46,11 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
     whose labels are wrong tend to have outlying gradient norms, so they
     contribute less to the model.
 
-    It is a :class:`skorch.NeuralNetClassifier`: every skorch parameter and
-    callback works, plus the behaviour of a scikit-learn classifier (numpy,
-    pandas and sparse inputs, any label type, pipelines, grid searches).
+    It is a :class:`skorch.NeuralNetClassifier`: skorch's parameters,
+    callbacks and override points work, plus the behaviour of a scikit-learn
+    classifier (numpy, pandas and sparse inputs, any label type, pipelines,
+    grid searches). The differences from skorch, and why, are listed in the
+    documentation's page "Differences from skorch".
 
     Parameters
     ----------
@@ -292,17 +295,25 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
         return torch.as_tensor(np.asarray(X, dtype=np.float32))
 
     def _prepare_fit_data(self, X, y, sample_weight, reset, classes=None):
+        if isinstance(X, torch.utils.data.Dataset):
+            raise TypeError(
+                f"{type(self).__name__} trains on arrays (numpy, pandas or scipy sparse), "
+                f"not on a torch Dataset ({type(X).__name__}): it validates and encodes "
+                "them and keeps per-row state. Prediction accepts a Dataset."
+            )
         if y is None:
             raise ValueError(
                 "RobustNetClassifier requires y to be passed, but the target y is None.")
         y = check_targets(y)
-        Xt = self._validate_features(X, reset=reset)
+        # After initialize() (skorch's deployment and partial_fit pattern) the
+        # labels and the feature count are learnt from the first data.
+        Xt = self._validate_features(X, reset=reset or not hasattr(self, "n_features_in_"))
         if reset and len(Xt) < 2:
             raise ValueError(
                 f"Got n_samples={len(Xt)}; training needs at least 2 samples of 2 classes.")
         if len(y) != len(Xt):
             raise ValueError(f"X has {len(Xt)} rows but y has {len(y)} labels.")
-        if reset:
+        if reset or not hasattr(self, "classes_"):
             labels = classes if classes is not None else self.classes
             labels = np.unique(y) if labels is None or not len(labels) else np.asarray(labels)
             if len(labels) < 2:
@@ -329,10 +340,41 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
             )
         return encoded.astype(np.int64)
 
+    def _outputs_are_probabilities(self):
+        """skorch's convention: with ``NLLLoss`` the module returns probabilities."""
+        return isinstance(getattr(self, "criterion_", None), torch.nn.NLLLoss)
+
     def _get_predict_nonlinearity(self):
-        if self.predict_nonlinearity == "auto":
+        # "auto": softmax for every criterion on logits (skorch's picks the
+        # identity for criteria it does not know, e.g. skrobust.losses).
+        if self.predict_nonlinearity == "auto" and not self._outputs_are_probabilities():
             return _softmax
         return super()._get_predict_nonlinearity()
+
+    def get_per_sample_loss(self, y_pred, y_true, X=None, training=False):
+        """One loss per sample; with ``NLLLoss``, of the log of the module's probabilities.
+
+        As in skorch, a module trained with ``criterion=torch.nn.NLLLoss``
+        returns probabilities, and the criterion gets their log.
+
+        Parameters
+        ----------
+        y_pred : torch.Tensor of shape (batch_size, n_classes)
+            The module's output.
+        y_true : torch.Tensor of shape (batch_size,)
+            Encoded targets.
+        X : torch.Tensor, default=None
+            The batch's features (unused).
+        training : bool, default=False
+            Whether this is a training step.
+
+        Returns
+        -------
+        losses : torch.Tensor of shape (batch_size,)
+        """
+        if self._outputs_are_probabilities():
+            y_pred = torch.log(y_pred + torch.finfo(y_pred.dtype).eps)
+        return super().get_per_sample_loss(y_pred, y_true, X=X, training=training)
 
     # --------------------------------------------------------------------- fit
     def fit(self, X, y, sample_weight=None, **fit_params):
@@ -414,6 +456,80 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
                 self.proba_memory_.values[seen].numpy())
             self.criterion_.transition_matrix.copy_(torch.as_tensor(self.transition_matrix_))
 
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        """As the core does; then the rule prepares (``"adaptive"``: the self-check).
+
+        Parameters
+        ----------
+        net : RobustNetClassifier
+            This estimator (skorch passes the net to its callbacks).
+        X : RowIndexedDataset
+            The training data.
+        y : array-like or None, default=None
+            The encoded targets.
+        **kwargs : dict
+            Passed on to skorch.
+        """
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self._rule.begin_fit(self, X)
+        recipe = getattr(self._rule, "recipe", None)
+        if recipe is not None:
+            self.adaptive_recipe_ = recipe
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        """End the fit here when the rule's recipe is done (early stopping).
+
+        skorch ends a fit on ``KeyboardInterrupt`` (as its ``EarlyStopping``
+        callback does) and then runs ``on_train_end``; raised before the epoch
+        starts, the history keeps only complete epochs.
+
+        Parameters
+        ----------
+        net : RobustNetClassifier
+            This estimator (skorch passes the net to its callbacks).
+        dataset_train, dataset_valid : Dataset or None, default=None
+            The epoch's training and validation data.
+        **kwargs : dict
+            Passed on to skorch.
+        """
+        if self._rule.stops_before(len(self.history) + 1):
+            raise KeyboardInterrupt
+        super().on_epoch_begin(net, dataset_train=dataset_train,
+                               dataset_valid=dataset_valid, **kwargs)
+
+    def _held_out_check(self, dataset, *, alpha, warmup_epochs):
+        """The recipe of ``weighting="adaptive"`` for this fit (see :mod:`skrobust.probe`).
+
+        A fit that continues an earlier one (``partial_fit``, warm start) keeps
+        the earlier mode and trains its ``max_epochs``; data too small for a
+        held-out slice gets plain training.
+        """
+        if len(self.history) and hasattr(self, "adaptive_recipe_"):
+            return {**self.adaptive_recipe_, "epochs": self.max_epochs}
+        plain = {"mode": "plain", "epochs": self.max_epochs, "gains": {}}
+        if self.max_epochs < 1:
+            return plain
+        generator = torch.Generator().manual_seed(self._module_seed + 1)
+        split = held_out_split(dataset.y, len(self.classes_), generator=generator)
+        if split is None:
+            return plain
+        train, held_out = split
+        weights = getattr(self, "_fit_sample_weight", None)
+        optimizer_params = {**self.get_params_for("optimizer"), "lr": self.lr}
+        curves = []
+        for select in (False, True):
+            curves.append(probe_curve(
+                self.module_, self.criterion_,
+                lambda params: self.optimizer(params, **optimizer_params),
+                dataset.X, dataset.y, train, held_out, epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                generator=torch.Generator().manual_seed(self._module_seed + 2),
+                select=select, warmup_epochs=warmup_epochs,
+                sample_weight=None if weights is None else torch.as_tensor(weights)))
+        recipe = choose_recipe(*curves, alpha=alpha)
+        recipe["full"] = recipe["mode"] == "plain" and recipe["epochs"] == self.max_epochs
+        return recipe
+
     # ------------------------------------------------- the core's task hooks
     @property
     def _memory_width(self):
@@ -428,15 +544,22 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
             )
 
     def _output_to_memory(self, outputs):
+        if self._outputs_are_probabilities():
+            proba = outputs.clamp_min(0)
+            return proba / proba.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         return torch.softmax(outputs, dim=-1)
 
     def _flag_rows(self, state):
-        return flag_noisy_rows(state.output_memory.values, state.targets,
-                               state.norm_memory.values)
+        flags = flag_noisy_rows(state.output_memory.values, state.targets,
+                                state.norm_memory.values)
+        rule = getattr(self, "_rule", None)
+        return flags if rule is None else rule.filter_flags(flags)
 
     # ----------------------------------------------------------------- predict
     def _predict_dataset(self, X):
         check_is_fitted(self, "module_")
+        if isinstance(X, torch.utils.data.Dataset):
+            return X  # as skorch: batched by iterator_valid, never turned into an array
         return RowIndexedDataset(self._validate_features(X, reset=False))
 
     def predict_proba(self, X):
@@ -444,14 +567,20 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
 
         Parameters
         ----------
-        X : array-like or sparse matrix of shape (n_samples, n_features)
+        X : array-like, sparse matrix or torch Dataset of shape (n_samples, n_features)
             Features.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            With the default ``predict_nonlinearity="auto"``: probabilities in
+            float64 that sum to 1. With ``None`` or a callable: the module's
+            output passed through it, as skorch returns it.
         """
-        proba = super().predict_proba(self._predict_dataset(X)).astype(np.float64)
+        proba = super().predict_proba(self._predict_dataset(X))
+        if self.predict_nonlinearity != "auto":
+            return proba
+        proba = proba.astype(np.float64)
         return proba / proba.sum(axis=1, keepdims=True)
 
     def predict(self, X):
@@ -459,15 +588,22 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
 
         Parameters
         ----------
-        X : array-like or sparse matrix of shape (n_samples, n_features)
+        X : array-like, sparse matrix or torch Dataset of shape (n_samples, n_features)
             Features.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
+            Labels from :attr:`classes_`. As in skorch, the column index of the
+            highest output instead when ``X`` is a torch Dataset (whose targets
+            are encoded), or when the labels are unknown: a net that was only
+            initialized and loaded with ``load_params``, built without
+            ``classes``.
         """
-        proba = self.predict_proba(X)
-        return np.asarray(self.classes_)[proba.argmax(axis=1)]
+        index = self.predict_proba(X).argmax(axis=1)
+        if isinstance(X, torch.utils.data.Dataset) or not hasattr(self, "classes_"):
+            return index
+        return np.asarray(self.classes_)[index]
 
     @property
     def noise_scores_(self):

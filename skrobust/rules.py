@@ -179,39 +179,127 @@ class WeightingRule:
             The per-row state of the fit.
         """
 
+    def begin_fit(self, net, dataset):
+        """Prepare for a fit, before its first epoch (the module is built).
+
+        Parameters
+        ----------
+        net : object
+            The estimator.
+        dataset : RowIndexedDataset
+            The training data.
+        """
+
+    def stops_before(self, epoch):
+        """Whether the fit ends before ``epoch`` (counted from 1) starts.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch about to start.
+
+        Returns
+        -------
+        stop : bool
+            ``False``: the fit runs its ``max_epochs``.
+        """
+        return False
+
+    def filter_flags(self, flags):
+        """The rows the estimator reports as issues, given the memories' flags.
+
+        Parameters
+        ----------
+        flags : torch.Tensor of shape (n_rows,), bool
+            The rows flagged from the per-row memories.
+
+        Returns
+        -------
+        flags : torch.Tensor of shape (n_rows,), bool
+            ``flags`` unchanged.
+        """
+        return flags
+
 
 @register_rule("adaptive")
 class AdaptiveRule(WeightingRule):
-    """Leave out the rows that the per-row state flags as mislabeled.
+    """Plain training unless a held-out slice shows that something else does better.
 
-    After ``warmup_epochs`` epochs, and again after every epoch, the rows that
-    :meth:`RowState.flags` marks get weight 0 for the next epoch (see
-    :func:`skrobust.selection.flag_noisy_rows` for the classifier's flags).
+    Where the estimator offers a held-out self-check (the classifier's, see
+    :mod:`skrobust.probe`), :meth:`begin_fit` runs it: two probe networks train
+    on two thirds of the rows, plainly and with row selection, and are judged
+    after every epoch on the remaining third. The recipe that wins there by
+    more than ``alpha`` standard deviations (see
+    :func:`skrobust.selection.choose_recipe`) is followed on all rows: plain
+    training (the default, also when the data is too small to check), plain
+    training stopped early, or row selection (optionally stopped early).
+
+    Row selection: after ``warmup_epochs`` epochs, and again after every
+    epoch, the rows that :meth:`RowState.flags` marks (see
+    :func:`skrobust.selection.flag_noisy_rows`) get weight 0 for the next
+    epoch. Without a self-check (an estimator that offers none), the rule
+    always selects.
 
     Parameters
     ----------
     warmup_epochs : int, default=0
-        Epochs of plain training first.
+        Epochs before the selection starts.
+    alpha : float, default=1.0
+        Margin of the self-check, in standard deviations of the held-out
+        accuracy difference; larger keeps plain training more often.
+
+    Attributes
+    ----------
+    recipe : dict or None
+        What the self-check chose (``mode``, ``epochs``, ``gains``; see
+        :func:`~skrobust.selection.choose_recipe`), ``None`` without one.
     """
 
+    uses = ("alpha",)
     needs_rows = True
 
-    def __init__(self, warmup_epochs=0):
-        super().__init__(warmup_epochs=warmup_epochs)
+    def __init__(self, warmup_epochs=0, alpha=1.0):
+        super().__init__(warmup_epochs=warmup_epochs, alpha=alpha)
         self._keep = None
+        self.recipe = None
+        self._first_epoch = 0
 
-    def batch_weights(self, norms, losses, rows, epoch, state):
-        """1 for the rows kept, 0 for the rows flagged.
+    def begin_fit(self, net, dataset):
+        """Run the estimator's held-out self-check, where it has one.
 
         Parameters
         ----------
-        norms, losses, rows, epoch, state
-            As in :meth:`WeightingRule.batch_weights`.
+        net : object
+            The estimator; its ``_held_out_check(dataset, alpha=, warmup_epochs=)``
+            returns the recipe.
+        dataset : RowIndexedDataset
+            The training data.
+        """
+        history = getattr(net, "history", None)
+        self._first_epoch = len(history) if history is not None else 0
+        check = getattr(net, "_held_out_check", None)
+        if check is not None:
+            self.recipe = check(dataset, alpha=self.alpha, warmup_epochs=self.warmup_epochs)
+
+    def _selects(self):
+        return self.recipe is None or self.recipe["mode"] == "select"
+
+    def is_active(self, epoch):
+        """Whether the rows flagged are left out in ``epoch``.
+
+        Parameters
+        ----------
+        epoch : int
+            The running epoch, ``1`` for the first.
 
         Returns
         -------
-        weights : torch.Tensor of shape (B,)
+        active : bool
+            After the warm-up, when the rule selects rows.
         """
+        return self._selects() and epoch - self._first_epoch > self.warmup_epochs
+
+    def batch_weights(self, norms, losses, rows, epoch, state):
         if self._keep is None:
             if not state.norm_memory.seen.any():
                 return torch.ones_like(norms)
@@ -228,8 +316,42 @@ class AdaptiveRule(WeightingRule):
         state : RowState
             The per-row state of the fit.
         """
-        if epoch >= self.warmup_epochs:
+        if self._selects() and epoch - self._first_epoch >= self.warmup_epochs:
             self._select(state)
+
+    def stops_before(self, epoch):
+        """Whether the recipe's epochs are done before ``epoch`` starts.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch about to start, ``1`` for the first.
+
+        Returns
+        -------
+        stop : bool
+            ``True`` after the recipe's last epoch (early stopping).
+        """
+        return self.recipe is not None and epoch - self._first_epoch > self.recipe["epochs"]
+
+    def filter_flags(self, flags):
+        """No issues reported when the self-check found no sign of label noise.
+
+        Parameters
+        ----------
+        flags : torch.Tensor of shape (n_rows,), bool
+            The rows flagged from the per-row memories.
+
+        Returns
+        -------
+        flags : torch.Tensor of shape (n_rows,), bool
+            All ``False`` when the recipe is plain training to the end; else
+            ``flags``.
+        """
+        if self.recipe is not None and self.recipe["mode"] == "plain" and \
+                self.recipe.get("full", True):
+            return torch.zeros_like(flags)
+        return flags
 
     def _select(self, state):
         self._keep = (~state.flags()).to(torch.float32)
@@ -250,31 +372,36 @@ class BatchNormRule(WeightingRule):
     """
 
     def batch_weights(self, norms, losses, rows, epoch, state):
-        """Weights of :func:`skrobust.compute_weights` for the batch's norms.
-
-        Parameters
-        ----------
-        norms, losses, rows, epoch, state
-            As in :meth:`WeightingRule.batch_weights`.
-
-        Returns
-        -------
-        weights : torch.Tensor of shape (B,)
-        """
         params = {name: getattr(self, name) for name in self.uses}
         return compute_weights(norms, weighting=self.name, **params)
 
 
 @register_rule("truncate")
 class TruncateRule(BatchNormRule):
-    """Weight 0 outside ``[mu - beta*sigma, mu + alpha*sigma]``, else 1."""
+    """Weight 0 outside ``[mu - beta*sigma, mu + alpha*sigma]``, else 1.
+
+    Parameters
+    ----------
+    warmup_epochs : int, default=0
+        Epochs of plain training first.
+    **params : dict
+        ``stats``, ``alpha`` and ``beta``, as in :func:`skrobust.compute_weights`.
+    """
 
     uses = ("stats", "alpha", "beta")
 
 
 @register_rule("soft")
 class SoftRule(BatchNormRule):
-    """Weight ``exp(-(g - mu)^2 / (2 sigma^2))``."""
+    """Weight ``exp(-(g - mu)^2 / (2 sigma^2))``.
+
+    Parameters
+    ----------
+    warmup_epochs : int, default=0
+        Epochs of plain training first.
+    **params : dict
+        ``stats``, as in :func:`skrobust.compute_weights`.
+    """
 
     uses = ("stats",)
 
@@ -286,7 +413,8 @@ class SmallLossRule(WeightingRule):
     The share left out is ``forget_rate``, ramped up linearly over the first
     ``warmup_epochs`` epochs; with ``forget_rate="auto"`` it is the share of
     rows that the estimator's row flags (``label_issues_``) mark after each
-    epoch, an estimate of the noise rate.
+    epoch, an estimate of the noise rate. The rule acts from the first epoch:
+    the rate ramps up during the warm-up instead.
 
     Parameters
     ----------
@@ -304,80 +432,35 @@ class SmallLossRule(WeightingRule):
         self._rate = None if forget_rate == "auto" else float(forget_rate)
 
     def is_active(self, epoch):
-        """Always: the rate ramps up during the warm-up instead.
-
-        Parameters
-        ----------
-        epoch : int
-            The running epoch.
-
-        Returns
-        -------
-        active : bool
-            ``True``.
-        """
         return True
 
     def batch_weights(self, norms, losses, rows, epoch, state):
-        """1 for the smallest losses, 0 for the others.
-
-        Parameters
-        ----------
-        norms, losses, rows, epoch, state
-            As in :meth:`WeightingRule.batch_weights`.
-
-        Returns
-        -------
-        weights : torch.Tensor of shape (B,)
-        """
         if self._rate is None:
             self._rate = state.flag_rate()
         ramp = min(epoch / max(self.warmup_epochs, 1), 1.0)
         return small_loss_weights(losses, min(self._rate * ramp, 0.99)).to(norms.dtype)
 
     def end_epoch(self, epoch, state):
-        """With ``forget_rate="auto"``: the share of rows flagged now.
-
-        Parameters
-        ----------
-        epoch : int
-            The epoch just finished.
-        state : RowState
-            The per-row state of the fit.
-        """
         if self.forget_rate == "auto":
             self._rate = state.flag_rate()
 
 
 @register_rule("none")
 class NoWeighting(WeightingRule):
-    """Plain training: every sample has weight 1, through the same code path."""
+    """Plain training: every sample has weight 1, through the same code path.
+
+    It is never active, so every batch gets weight 1.
+
+    Parameters
+    ----------
+    warmup_epochs : int, default=0
+        Ignored: there is nothing to warm up.
+    **params : dict
+        None are used.
+    """
 
     def is_active(self, epoch):
-        """Never active.
-
-        Parameters
-        ----------
-        epoch : int
-            The running epoch.
-
-        Returns
-        -------
-        active : bool
-            ``False``.
-        """
         return False
 
     def batch_weights(self, norms, losses, rows, epoch, state):
-        """Ones.
-
-        Parameters
-        ----------
-        norms, losses, rows, epoch, state
-            As in :meth:`WeightingRule.batch_weights`.
-
-        Returns
-        -------
-        weights : torch.Tensor of shape (B,)
-        """
         return torch.ones_like(norms)

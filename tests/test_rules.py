@@ -46,7 +46,7 @@ def test_registry_holds_the_documented_rules_in_order():
 
 @pytest.mark.parametrize("name, uses", [
     ("truncate", ("stats", "alpha", "beta")), ("soft", ("stats",)),
-    ("small_loss", ("forget_rate",)), ("adaptive", ()), ("none", ()),
+    ("small_loss", ("forget_rate",)), ("adaptive", ("alpha",)), ("none", ()),
 ])
 def test_make_rule_passes_exactly_the_parameters_a_rule_uses(name, uses):
     rule = make_rule(_Params(weighting=name, alpha=0.3, stats="median_iqr"))
@@ -145,7 +145,7 @@ def test_a_registered_rule_trains_the_estimator(small_data, make_net):
 
 
 @pytest.mark.parametrize("weighting, params, warned", [
-    ("adaptive", dict(alpha=2.0), "alpha=2.0 has no effect with weighting='adaptive'"),
+    ("adaptive", dict(beta=1.0), "beta=1.0 has no effect with weighting='adaptive'"),
     ("soft", dict(beta=1.0), "beta=1.0 has no effect with weighting='soft'"),
     ("truncate", dict(forget_rate=0.2), "forget_rate=0.2 has no effect"),
     ("adaptive", dict(warmup_epochs=5, max_epochs=3), "never acts in this fit"),
@@ -160,7 +160,7 @@ def test_a_setting_the_rule_ignores_warns_once(small_data, make_net, weighting, 
 @pytest.mark.parametrize("weighting, params", [
     ("truncate", dict(alpha=2.0, beta=1.0, stats="median_iqr")),
     ("small_loss", dict(forget_rate=0.2)),
-    ("adaptive", {}),
+    ("adaptive", dict(alpha=2.0)),
     ("none", dict(warmup_epochs=10)),
 ])
 def test_settings_the_rule_reads_do_not_warn(small_data, make_net, weighting, params):
