@@ -64,28 +64,36 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
             default="adaptive"
         The weighting rule. The original method's batch rules: ``"truncate"`` zeroes
         samples outside ``[mu - beta*sigma, mu + alpha*sigma]``; ``"soft"``
-        gives ``exp(-(g - mu)^2 / (2 sigma^2))``. ``"adaptive"`` judges rows,
-        not batches: it leaves out of training the rows whose running-average
-        prediction confidently names another class *and* whose running-average
-        standardised gradient norm is above the batch median (see
-        :func:`skrobust.selection.flag_noisy_rows`); the thresholds come from
-        the data, so it adapts to the noise rate and flags almost nothing on
-        clean labels. ``"small_loss"`` keeps the ``1 - forget_rate`` share of
+        gives ``exp(-(g - mu)^2 / (2 sigma^2))``. ``"adaptive"`` trains plainly
+        unless a held-out self-check shows that something else does better:
+        before training, two probe copies of the network train on two thirds
+        of the rows (one plainly, one leaving out the rows flagged by
+        :func:`skrobust.selection.flag_noisy_rows`) and are judged on the
+        other third after every epoch; the fit on all rows then follows the
+        recipe that won by more than ``alpha`` standard deviations (plain,
+        plain stopped early, or row selection; see
+        :func:`skrobust.selection.choose_recipe` and ``adaptive_recipe_``).
+        ``"small_loss"`` keeps the ``1 - forget_rate`` share of
         each batch with the smallest losses. ``"none"`` trains plainly through
         the same code path.
     stats : {"mean_std", "median_iqr"}, default="mean_std"
         Centre and spread of a batch's norms for ``"truncate"`` and ``"soft"``:
         mean and standard deviation (``ddof=1``), or median and ``IQR / 1.349``.
     alpha : float, default=1.0
-        Upper cut of ``"truncate"``, in units of sigma above mu.
+        A threshold in standard deviations. ``"truncate"``: the upper cut, in
+        units of sigma above mu. ``"adaptive"``: the margin by which a recipe
+        must beat plain training on the held-out rows, in standard deviations
+        of the paired difference (larger: plain training more often).
     beta : float, default=inf
         Lower cut of ``"truncate"``, in units of sigma below mu. The default
         keeps samples with small gradients (well-fitted samples).
     warmup_epochs : int, default=5
         Epochs of plain training before reweighting starts: early on every
         gradient is large and the norms do not yet separate noisy rows. With
-        ``"adaptive"``, the first rows are left out after this many epochs, and
-        the selection is renewed after every epoch.
+        ``"adaptive"``, when its self-check chose row selection, the first rows
+        are left out after this many epochs (in the probe and in the fit), and
+        the selection is renewed after every epoch. A warm-up that outlasts
+        the fit warns.
     normalize_weights : bool, default=False
         Divide the weights by their batch mean, so the step size does not shrink
         when samples are dropped.
@@ -154,8 +162,17 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
         are in ``norm_memory_``; they rank flipped rows a little worse, as they
         also grow with the size of each row's activations.
     label_issues_ : ndarray of shape (n_samples,), dtype bool
-        Rows judged mislabeled at the end of training (the rows that
-        ``weighting="adaptive"`` leaves out), whatever the weighting mode.
+        Rows judged mislabeled at the end of training (see
+        :func:`skrobust.selection.flag_noisy_rows`), whatever the weighting
+        mode. With ``"adaptive"``: none when its self-check found no sign of
+        label noise (plain training to the last epoch), and the rows left out
+        when it chose row selection.
+    adaptive_recipe_ : dict
+        With ``weighting="adaptive"``: what the held-out self-check chose:
+        ``mode`` (``"plain"`` or ``"select"``), ``epochs`` (the fit stops after
+        them; ``len(history_)`` shows it), ``gains`` (each candidate's
+        held-out gain over plain training and its standard deviation, in
+        rows) and ``full`` (plain training to the last epoch).
     transition_matrix_ : ndarray of shape (n_classes, n_classes)
         With ``loss_correction="forward"``: the estimated ``T[i, j] =
         P(given label j | true class i)``.
@@ -622,10 +639,11 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
         """Boolean mask over the rows of the last fit: rows judged mislabeled.
 
         A row is flagged when its running-average prediction confidently names
-        another class (per-class thresholds, as in confident learning) and its
-        running-average gradient norm is above its batches' median; see
-        :func:`skrobust.selection.flag_noisy_rows`. With
-        ``weighting="adaptive"`` these rows were left out of training.
+        another class (per-class thresholds, as in confident learning), gives
+        its label less than ``1/K``, and its running-average gradient norm is
+        above its batches' median; see :func:`skrobust.selection.flag_noisy_rows`.
+        With ``weighting="adaptive"``: none when the self-check found no sign
+        of label noise; when it chose row selection, these rows were left out.
         """
         check_is_fitted(self, "norm_memory_")
         return self._row_state.flags().numpy()
