@@ -404,6 +404,12 @@ class RobustNetRegressor(RobustTrainingMixin, NeuralNetRegressor):
         return out.ravel() if self._y_ndim == 1 else out
 
     @property
+    def predict_proba(self):
+        """Not available: a regressor predicts values (use :meth:`predict`)."""
+        raise AttributeError(
+            "RobustNetRegressor has no predict_proba: it predicts values; use predict.")
+
+    @property
     def noise_scores_(self):
         """Per-row target-noise scores of the last fit; higher = more likely corrupted.
 
