@@ -57,8 +57,9 @@ class RobustNetRegressor(RobustTrainingMixin, NeuralNetRegressor):
         ``warmup_epochs`` epochs, and again after every epoch, it leaves out of
         training the rows in :attr:`target_issues_`, those whose running-average
         residual lies more than 3 robust standard deviations from the others'
-        and whose running-average standardised gradient norm is above the batch
-        median (see :func:`skrobust.residuals.flag_outlying_residuals`). The
+        (and is at least half the targets' robust spread) and whose
+        running-average standardised gradient norm is above the batch median
+        (see :func:`skrobust.residuals.flag_outlying_residuals`). The
         threshold is in units of the residuals' own spread, so the share left
         out follows the share of corrupted targets, and on clean targets with
         Gaussian noise almost no row is. The original method's batch rules:
@@ -426,8 +427,9 @@ class RobustNetRegressor(RobustTrainingMixin, NeuralNetRegressor):
         """Boolean mask over the rows of the last fit: rows judged to have corrupted targets.
 
         A row is flagged when its residual score (:attr:`noise_scores_`) is
-        above 3 and its running-average gradient norm is above its batches'
-        median; see :func:`skrobust.residuals.flag_outlying_residuals`. With
+        above 3, its residual at least half the targets' robust spread, and its
+        running-average gradient norm above its batches' median; see
+        :func:`skrobust.residuals.flag_outlying_residuals`. With
         ``weighting="adaptive"`` these rows were left out of training.
         """
         check_is_fitted(self, "norm_memory_")
