@@ -535,6 +535,7 @@ def test_corrupt_features_invalid(X, kwargs, error, match):
 def test_public_api_and_docstring_examples():
     assert sorted(noise.__all__) == [
         "add_label_noise",
+        "add_target_noise",
         "apply_transition_matrix",
         "corrupt_features",
         "noise_transition_matrix",
