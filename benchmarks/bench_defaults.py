@@ -96,7 +96,7 @@ def _noisy_inputs(X, numeric, categorical, rate, seed):
         noisy, _ = corrupt_features(X[numeric].to_numpy(), rate, random_state=seed)
         X[numeric] = noisy
     for col in categorical:
-        values = X[col].to_numpy()
+        values = X[col].to_numpy().copy()
         swap = rows[rng.random(len(rows)) < 0.3]
         values[swap] = rng.choice(values, size=len(swap))
         X[col] = values
@@ -422,9 +422,9 @@ def main(argv=None):
     cached_keys = ({tuple(r) for r in cache[key_cols].itertuples(index=False)}
                    if len(cache) else set())
 
-    tasks, from_cache = [], []
+    tasks, from_cache, sizes = [], [], {}
     for name in args.datasets:
-        n_rows = len(load_keel(name, max_rows=args.max_rows)[1])
+        n_rows = sizes[name] = len(load_keel(name, max_rows=args.max_rows)[1])
         n_seeds = args.small_seeds if n_rows < SMALL else args.seeds
         for seed in range(n_seeds):
             for condition in args.conditions:
@@ -437,8 +437,13 @@ def main(argv=None):
                         from_cache.append(key)
                     else:
                         tasks.append(key)
-    # Slow datasets first, so the two workers finish together.
-    tasks.sort(key=lambda k: -len(load_keel(k[0], max_rows=args.max_rows)[1]))
+    # Seed by seed (a cut-short run still has whole seeds), slow datasets first.
+    tasks.sort(key=lambda k: (k[2], -sizes[k[0]]))
+    partial = args.out.with_suffix(".partial.csv")
+    partial.unlink(missing_ok=True)
+    if from_cache:  # a cut-short run can be reported with --from-csv on this file
+        cache.merge(pd.DataFrame(from_cache, columns=key_cols), on=key_cols).drop_duplicates(
+            key_cols).to_csv(partial, index=False)
     print(f"{len(tasks)} fits to run, {len(from_cache)} from the cache; "
           f"datasets={len(args.datasets)} conditions={','.join(args.conditions)} "
           f"methods={','.join(methods)} max_rows={args.max_rows} epochs={args.epochs}",
@@ -454,6 +459,8 @@ def main(argv=None):
         rows.append(row)
         if i % 50 == 0 or i == len(tasks):
             print(f"  {i}/{len(tasks)} fits, {time.perf_counter() - t0:.0f} s", flush=True)
+        pd.DataFrame([row]).to_csv(partial, mode="a", index=False,
+                                   header=not partial.exists())
         if row["method"] in CACHED and not row["error"]:
             pd.DataFrame([row]).to_csv(cache_path, mode="a", index=False,
                                        header=not cache_path.exists())
