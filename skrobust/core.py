@@ -194,6 +194,41 @@ class RobustTrainingMixin:
         self.criterion_ = criterion
         return self
 
+    def get_params_for_optimizer(self, prefix, named_parameters):
+        """As skorch does; Adam and AdamW get ``fused=True`` unless the user chose.
+
+        torch's default Adam on CPU updates each parameter tensor with about
+        ten separate operations; the fused implementation does it in one
+        kernel per tensor, the same update. It applies when the optimizer is
+        ``torch.optim.Adam`` or ``torch.optim.AdamW``, none of ``fused``,
+        ``foreach`` and ``differentiable`` is set (``optimizer__fused=False``
+        restores torch's default), and every parameter is a floating-point
+        tensor on the CPU or a CUDA device.
+
+        Parameters
+        ----------
+        prefix : str
+            The optimizer's name (``"optimizer"``).
+        named_parameters : iterable of (str, torch.nn.Parameter)
+            The parameters to optimize.
+
+        Returns
+        -------
+        args : tuple
+            The parameter groups.
+        kwargs : dict
+            The optimizer's other arguments.
+        """
+        named_parameters = list(named_parameters)
+        args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
+        optimizer = getattr(self, prefix, None)
+        if (optimizer in (torch.optim.Adam, torch.optim.AdamW)
+                and not {"fused", "foreach", "differentiable"} & set(kwargs)
+                and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                        for _, p in named_parameters)):
+            kwargs["fused"] = True
+        return args, kwargs
+
     # -------------------------------------------------------------------- data
     def get_iterator(self, dataset, training=False):
         """Batch iterator; shuffles training data by default, seeded by ``random_state``.
@@ -482,6 +517,9 @@ class RobustTrainingMixin:
     def _weigh(self, step, y_pred, losses):
         """Norms, weights and the reweighted objective of the step's batch."""
         norms = self._current_engine().norms(losses, retain_graph=True)
+        world_size, _ = process_group_info()
+        if world_size == 1:
+            return self._weigh_local(step, y_pred, losses, norms)
         columns = [norms, losses, y_pred.reshape(len(losses), -1)]
         if step.rows is not None:
             columns.append(step.rows)
@@ -500,9 +538,26 @@ class RobustTrainingMixin:
             "outputs": outputs.reshape(len(norms), *y_pred.shape[1:]), "rows": rows,
             "local": local,
         }
-        world_size, _ = process_group_info()
         step.objective = (step.coefficients.detach() * world_size * losses).sum()
         return step.objective
+
+    def _weigh_local(self, step, y_pred, losses, norms):
+        """:meth:`_weigh` in a single process: nothing to gather, one objective."""
+        rows = step.rows.cpu() if step.rows is not None else None
+        norms = norms.detach()
+        all_losses = losses.detach()
+        epoch = len(self.history)
+        if self._rule.is_active(epoch):
+            weights = self._rule.batch_weights(norms, all_losses, rows, epoch, self._row_state)
+        else:
+            weights = torch.ones_like(norms)
+        step.coefficients = coefficients = self._coefficients(weights, rows).detach()
+        step.objective = objective = (coefficients * losses).sum()
+        step.result = {
+            "loss": objective.detach(), "norms": norms, "weights": weights,
+            "outputs": y_pred.detach(), "rows": rows, "local": slice(0, len(norms)),
+        }
+        return objective
 
     def _coefficients(self, weights, rows):
         """``c_i`` of the update ``sum_i c_i grad_i``: robust times user weights, over B."""
