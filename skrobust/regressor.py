@@ -74,8 +74,13 @@ class RobustNetRegressor(RobustTrainingMixin, NeuralNetRegressor):
         Upper cut of ``"truncate"``, in units of sigma above mu.
     beta : float, default=inf
         Lower cut of ``"truncate"``, in units of sigma below mu.
-    warmup_epochs : int, default=10
-        Epochs of plain training before reweighting starts.
+    warmup_epochs : int, default=30
+        Epochs of plain training before reweighting starts. With
+        ``"adaptive"``, the network first learns what the features predict;
+        the rows whose targets disagree are left out from then on (the last 20
+        of the default 50 epochs). Deciding later spares correct but hard rows,
+        which the network fits in the meantime; deciding earlier removes
+        corrupted rows before they pull the network far.
     normalize_weights : bool, default=False
         Divide the weights by their batch mean, so the step size does not
         shrink when samples are dropped.
@@ -174,7 +179,7 @@ class RobustNetRegressor(RobustTrainingMixin, NeuralNetRegressor):
         stats="mean_std",
         alpha=1.0,
         beta=float("inf"),
-        warmup_epochs=10,
+        warmup_epochs=30,
         normalize_weights=False,
         forget_rate="auto",
         grad_engine="auto",
