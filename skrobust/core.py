@@ -285,9 +285,9 @@ class RobustTrainingMixin:
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         """Build the rule; start or keep the row memories.
 
-        The module's output is checked on two rows once every callback's
-        ``on_train_begin`` has run (see :meth:`notify`): callbacks such as
-        :class:`skorch.callbacks.InputShapeSetter` may still resize the module.
+        It runs after every callback's ``on_train_begin`` and after the module's
+        output was checked on two rows (see :meth:`notify`): callbacks such as
+        :class:`skorch.callbacks.InputShapeSetter` may resize the module first.
 
         The memories are kept across ``partial_fit`` calls and warm-started fits
         on data with the same number of rows, and started anew otherwise.
@@ -304,6 +304,7 @@ class RobustTrainingMixin:
             Passed on to skorch.
         """
         super().on_train_begin(net, X=X, y=y, **kwargs)
+        self._check_monitors()
         # A new rule each time: what it selects comes from the memories, which are kept.
         self._rule = make_rule(self)
         self._check_rule_inputs(self._rule)
@@ -317,8 +318,29 @@ class RobustTrainingMixin:
             X.y, self.norm_memory_, getattr(self, self._output_memory_name),
             to_memory=self._output_to_memory, flag_rows=self._flag_rows)
 
+    def _check_monitors(self):
+        """Refuse callbacks that monitor validation scores when there is no validation split."""
+        if self.train_split is not None:
+            return
+        for name, callback in self.callbacks_:
+            monitor = getattr(callback, "monitor", None)
+            if isinstance(monitor, str) and monitor.startswith("valid_"):
+                raise ValueError(
+                    f"The callback {name!r} monitors {monitor!r}, a score of the internal "
+                    f"validation split, but train_split=None ({type(self).__name__}'s "
+                    "default; skorch's is ValidSplit(5)): no validation score is recorded. "
+                    "Monitor the training loss instead (e.g. "
+                    "EarlyStopping(monitor='train_loss')), or set a split, e.g. "
+                    "train_split=skorch.dataset.ValidSplit(5)."
+                )
+
     def notify(self, method_name, **cb_kwargs):
-        """As skorch does; after ``on_train_begin``, check the module's output on two rows.
+        """As skorch does, except that ``on_train_begin`` reaches the callbacks first.
+
+        The callbacks may still change the module there (e.g.
+        :class:`skorch.callbacks.InputShapeSetter` resizes it); the estimator's
+        own ``on_train_begin`` then sets up the rule and the memories for the
+        module that trains, and the module's output is checked on two rows.
 
         Parameters
         ----------
