@@ -95,8 +95,10 @@ class RobustTrainingMixin:
         net_init(**net_params)
         for name, value in robust_params.items():
             setattr(self, name, value)
-        for name in ("history_", "initialized_", "virtual_params_", "_constructing"):
+        for name in ("initialized_", "virtual_params_", "_constructing"):
             vars(self).pop(name, None)
+        if vars(self).get("history_") is None:  # history=MyHistory() is kept, as in skorch
+            vars(self).pop("history_", None)
 
     def __setattr__(self, name, attr):
         # Before and during construction, store as Python does (as skorch does
