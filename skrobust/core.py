@@ -108,6 +108,28 @@ class RobustTrainingMixin:
         else:
             super().__setattr__(name, attr)
 
+    def set_params(self, **params):
+        """Set parameters as skorch does; a new ``callbacks`` list is checked when fitting.
+
+        skorch builds the callbacks as soon as ``callbacks`` is set; before the
+        net is initialized, the value is only stored here and built by
+        ``initialize()``, as scikit-learn asks (validation in ``fit``).
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names and values, as for skorch's ``set_params``.
+
+        Returns
+        -------
+        self : object
+        """
+        if "callbacks" in params and not self.initialized_:
+            self.callbacks = params.pop("callbacks")
+            if not params:
+                return self
+        return super().set_params(**params)
+
     def _get_param_names(self):
         return [k for k in vars(self) if not k.endswith("_") and not k.startswith("_")]
 
