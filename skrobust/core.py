@@ -689,8 +689,10 @@ class RobustTrainingMixin:
         self._row_state.record(result["rows"], result["norms"], result["weights"],
                                result["outputs"])
         local = result["local"]
-        out.update(loss=result["loss"], norms=result["norms"][local],
-                   weights=result["weights"][local])
+        # The loss as returned by get_loss, with its graph (skorch passes it to
+        # on_batch_end); under data parallelism its value is the global batch's.
+        loss = out["loss"] + (result["loss"] - step.objective).detach()
+        out.update(loss=loss, norms=result["norms"][local], weights=result["weights"][local])
         return out
 
     # ------------------------------------------------------ per-row results
