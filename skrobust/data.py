@@ -81,19 +81,17 @@ class IndexedBatch(tuple):
 
 
 def _resolve_rows(dataset):
-    """The RowIndexedDataset under ``dataset`` and the rows it exposes (None: all)."""
+    """The RowIndexedDataset under ``dataset`` and the rows it exposes (None: all).
+
+    ``(None, None)`` when ``dataset`` is another kind of Dataset.
+    """
     rows = None
     while isinstance(dataset, Subset):
         index = torch.as_tensor(dataset.indices, dtype=torch.long)
         rows = index if rows is None else index[rows]
         dataset = dataset.dataset
     if not isinstance(dataset, RowIndexedDataset):
-        raise TypeError(
-            "BatchLoader slices the in-memory tensors of a RowIndexedDataset (or a Subset "
-            f"of one); got {type(dataset).__name__}. Pass arrays to fit/predict, or set "
-            "iterator_train=torch.utils.data.DataLoader (and iterator_valid) to use "
-            "your own Dataset."
-        )
+        return None, None
     return dataset, rows
 
 
@@ -103,10 +101,14 @@ class BatchLoader:
     A drop-in replacement for ``torch.utils.data.DataLoader`` as skorch's
     ``iterator_train`` / ``iterator_valid`` for in-memory data: no per-row
     indexing, no collation, and every batch is an :class:`IndexedBatch`.
+    Any other Dataset (e.g. a ``skorch.dataset.Dataset`` given to
+    ``skorch.helper.predefined_split``, or passed to ``predict``) is iterated
+    by a ``torch.utils.data.DataLoader`` with the same settings; its batches
+    carry no rows.
 
     Parameters
     ----------
-    dataset : RowIndexedDataset or torch.utils.data.Subset of one
+    dataset : RowIndexedDataset, torch.utils.data.Subset of one, or any Dataset
         The data to iterate over (skorch's validation split yields Subsets).
     batch_size : int, default=128
         Samples per batch.
@@ -134,6 +136,11 @@ class BatchLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
+        if self._base is None:
+            yield from torch.utils.data.DataLoader(
+                self.dataset, batch_size=self.batch_size, shuffle=self.shuffle,
+                drop_last=self.drop_last, generator=self.generator)
+            return
         base, rows, n = self._base, self._rows, len(self.dataset)
         if self.shuffle:
             order = self._permutation(n)
