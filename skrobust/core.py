@@ -373,9 +373,13 @@ class RobustTrainingMixin:
         **cb_kwargs : dict
             Passed on to the callbacks.
         """
-        super().notify(method_name, **cb_kwargs)
-        if method_name == "on_train_begin":
-            self._dry_run(cb_kwargs["X"].X[:2], getattr(self, "_fit_params", None) or {})
+        if method_name != "on_train_begin":
+            return super().notify(method_name, **cb_kwargs)
+        for _, callback in self.callbacks_:
+            callback.on_train_begin(self, **cb_kwargs)
+        self._dry_run(cb_kwargs["X"].X[:2], getattr(self, "_fit_params", None) or {})
+        self.on_train_begin(self, **cb_kwargs)
+        return None
 
     def _dry_run(self, sample, fit_params):
         """A forward pass on two rows: a wrong output fails before any training."""
