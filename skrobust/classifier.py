@@ -268,6 +268,19 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
             ("print_log", PrintLog()),
         ]
 
+    @property
+    def classes_(self):
+        """Class labels: ``classes`` when given, else those seen by the first fit.
+
+        ``classes=[]``, like ``None``, means the labels come from ``y``.
+        """
+        if self.classes is not None and not len(self.classes):
+            try:
+                return self.classes_inferred_
+            except AttributeError:
+                pass
+        return super().classes_
+
     # ------------------------------------------------------------- components
     def _default_module_sizes(self, module_kwargs):
         if not hasattr(self, "n_features_in_") and "n_features" not in module_kwargs:
