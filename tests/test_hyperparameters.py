@@ -74,19 +74,6 @@ def test_weighting_sets_the_batch_rule(data, weighting):
     assert_step(before, after, expected_step(grads, weights))
 
 
-@pytest.mark.parametrize("weighting", ["adaptive", "none"])
-def test_weighting_adaptive_leaves_out_flagged_rows(noisy_data, weighting):
-    X, y = noisy_data
-    net = tiny_net(weighting=weighting, warmup_epochs=1, max_epochs=4, lr=0.02).fit(X, y)
-    means = net.history[:, "weight_mean"]
-    assert means[0] == 1.0
-    if weighting == "none":
-        assert set(means) == {1.0}
-    else:
-        assert net.label_issues_.any()
-        assert all(m < 1.0 for m in means[1:])
-
-
 # -------------------------------------------------------------------- stats
 @pytest.mark.parametrize("stats", ["mean_std", "median_iqr"])
 def test_stats_sets_centre_and_spread(data, stats):
