@@ -8,6 +8,7 @@ constant instead).
 
 import math
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,8 +22,6 @@ from _reference import (
     soft_weights,
     truncate_weights,
 )
-
-from skrobust import RobustNetClassifier
 
 N_ROWS = 96
 
@@ -44,12 +43,10 @@ def noisy_data(small_data):
     return X.astype(np.float32), y_noisy
 
 
-def tiny_net(**params):
-    settings = dict(max_epochs=2, batch_size=32, random_state=0, verbose=0, warmup_epochs=0)
-    if "module" not in params:
-        settings["module__hidden_layer_sizes"] = (8,)
-    settings.update(params)
-    return RobustNetClassifier(**settings)
+@pytest.fixture(scope="module")
+def tiny_net(make_net):
+    """The suite's small classifier, narrower, two epochs, no warm-up."""
+    return partial(make_net, module__hidden_layer_sizes=(8,), max_epochs=2, warmup_epochs=0)
 
 
 def per_sample_losses(module, X, y):
@@ -112,7 +109,7 @@ def test_beta_sets_the_lower_cut(data, beta):
 
 # ------------------------------------------------------------ warmup_epochs
 @pytest.mark.parametrize("warmup_epochs", [0, 1, 2])
-def test_warmup_epochs_delays_the_rule(data, warmup_epochs):
+def test_warmup_epochs_delays_the_rule(data, warmup_epochs, tiny_net):
     X, y = data
     net = tiny_net(weighting="truncate", alpha=0.0, warmup_epochs=warmup_epochs,
                    max_epochs=3).fit(X, y)
@@ -122,7 +119,7 @@ def test_warmup_epochs_delays_the_rule(data, warmup_epochs):
 
 
 @pytest.mark.parametrize("warmup_epochs", [1, 2])
-def test_warmup_epochs_ramps_the_forget_rate(data, warmup_epochs):
+def test_warmup_epochs_ramps_the_forget_rate(data, warmup_epochs, tiny_net):
     X, y = data
     net = tiny_net(weighting="small_loss", forget_rate=0.5, warmup_epochs=warmup_epochs,
                    batch_size=N_ROWS, max_epochs=3).fit(X, y)
@@ -157,7 +154,7 @@ def test_forget_rate_drops_the_largest_losses(data, forget_rate):
     assert_step(before, after, expected_step(grads, weights))
 
 
-def test_forget_rate_auto_is_the_flagged_share(noisy_data):
+def test_forget_rate_auto_is_the_flagged_share(noisy_data, tiny_net):
     # "auto": each epoch leaves out the share of rows label_issues_ flagged after
     # the one before. The first fit stops where the second's last epoch begins.
     X, y = noisy_data
@@ -173,7 +170,7 @@ def test_forget_rate_auto_is_the_flagged_share(noisy_data):
 
 
 # ---------------------------------------------------------- loss_correction
-def test_loss_correction_forward_trains_on_the_corrected_loss(noisy_data):
+def test_loss_correction_forward_trains_on_the_corrected_loss(noisy_data, tiny_net):
     X, y = noisy_data
     plain = tiny_net(weighting="none", warmup_epochs=1, max_epochs=2).fit(X, y)
     forward = tiny_net(weighting="none", warmup_epochs=1, max_epochs=2,
@@ -201,7 +198,7 @@ def test_grad_engine_is_the_one_used(data, grad_engine, used):
 
 
 # ------------------------------------------------------------- random_state
-def test_random_state_sets_the_initial_weights_and_shuffling(data):
+def test_random_state_sets_the_initial_weights_and_shuffling(data, tiny_net):
     X, y = data
     first = [flat_parameters(tiny_net(random_state=s, max_epochs=0).fit(X, y).module_)
              for s in (1, 2)]
@@ -224,14 +221,14 @@ def test_lr_scales_the_step(data, lr):
 
 
 @pytest.mark.parametrize("max_epochs", [1, 3])
-def test_max_epochs_is_the_number_of_epochs(data, max_epochs):
+def test_max_epochs_is_the_number_of_epochs(data, max_epochs, tiny_net):
     X, y = data
     net = tiny_net(max_epochs=max_epochs).fit(X, y)
     assert len(net.history) == max_epochs
 
 
 @pytest.mark.parametrize(("max_epochs", "warns"), [(2, True), (3, False)])
-def test_max_epochs_against_the_warm_up(data, max_epochs, warns):
+def test_max_epochs_against_the_warm_up(data, max_epochs, warns, tiny_net):
     X, y = data
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -240,7 +237,7 @@ def test_max_epochs_against_the_warm_up(data, max_epochs, warns):
 
 
 @pytest.mark.parametrize(("batch_size", "n_batches"), [(32, 3), (40, 3), (-1, 1), (96, 1)])
-def test_batch_size_sets_the_batches(data, batch_size, n_batches):
+def test_batch_size_sets_the_batches(data, batch_size, n_batches, tiny_net):
     X, y = data
     net = tiny_net(batch_size=batch_size, max_epochs=1).fit(X, y)
     sizes = [b["train_batch_size"] for b in net.history[-1, "batches"]]
