@@ -537,7 +537,11 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
         if len(self.history) and hasattr(self, "adaptive_recipe_"):
             return {**self.adaptive_recipe_, "epochs": self.max_epochs}
         plain = {"mode": "plain", "epochs": self.max_epochs, "gains": {}}
-        if self.max_epochs < 1:
+        # The probe networks call the module on X alone, with the criterion on its
+        # output: fit parameters for forward, or NLLLoss's probabilities, would
+        # not reach them.
+        if (self.max_epochs < 1 or getattr(self, "_fit_params", None)
+                or self._outputs_are_probabilities()):
             return plain
         generator = torch.Generator().manual_seed(self._module_seed + 1)
         split = held_out_split(dataset.y, len(self.classes_), generator=generator)
