@@ -271,7 +271,7 @@ def tables(res):
             index=by_ds.index)
     fit = per.groupby("method")["fit_seconds"].mean()
     summary["fit time (s)"] = fit.map(lambda s: f"{s:.2f}")
-    table = pd.DataFrame(summary).reindex(methods)
+    table = pd.DataFrame(summary).reindex(methods).fillna("n/a")
     out.append(_md(table, "method") + "\n")
 
     out.append("## Targets\n")
