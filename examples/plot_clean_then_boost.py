@@ -129,6 +129,12 @@ for name in ("CleanedClassifier(HGB), drop", "CleanedClassifier(HGB), select=0.2
           "flipped")
 
 # %%
+# The detector's ``label_issues_`` are conservative by design: they must leave
+# clean data alone, so under heavy noise they may flag few of the flipped rows,
+# and then ``"drop"`` and ``"downweight"`` change little. The ranking by
+# ``noise_score`` holds up better, which is why ``select`` can pick the rows
+# from it when the noise rate is known or estimated.
+#
 # On real data
 # ------------
 # * Review before deleting: a row the detector cannot fit for another reason
