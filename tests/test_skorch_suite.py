@@ -59,10 +59,6 @@ PER_SAMPLE_LOSS = (
     "The criterion must give one loss per sample (reduction='none'): the weights need "
     "each sample's loss; a criterion built with reduction='mean' or 'sum' is refused."
 )
-HISTORY_COLUMNS = (
-    "The history has two more columns (weight_mean, weight_low) and different default "
-    "callbacks, so exact comparisons of the history or the printed log differ."
-)
 DATA_PATH = (
     "fit validates and encodes arrays as a scikit-learn classifier does (X becomes "
     "float32, y is encoded to 0..n_classes-1, n_features_in_ is checked): inputs that "
