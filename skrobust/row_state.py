@@ -18,6 +18,9 @@ __all__ = ["LOW_WEIGHT", "RowState"]
 #: Below this weight a sample counts as down-weighted in the history (``weight_low``).
 LOW_WEIGHT = 0.5
 
+#: Steps whose results :meth:`RowState.record` joins into one tensor of each kind.
+CHUNK = 64
+
 
 class RowState:
     """What a fit remembers about each training row.
@@ -46,13 +49,20 @@ class RowState:
         self._to_memory = to_memory
         self._flag_rows = flag_rows
         self._record = []
+        self._pending = []
 
     def start_epoch(self):
         """Start an empty record for the epoch."""
         self._record = []
+        self._pending = []
 
     def record(self, rows, norms, weights, outputs):
         """Keep a training step's results for the end of the epoch (no host sync).
+
+        Every :data:`CHUNK` steps the kept results are joined into one tensor
+        per kind: thousands of small tensors kept for a whole epoch would
+        scatter the memory that the steps allocate and free in between, and
+        the process would hold many times their size.
 
         Parameters
         ----------
@@ -63,10 +73,26 @@ class RowState:
         outputs : torch.Tensor of shape (B, ...)
             The module's outputs.
         """
-        self._record.append((rows, norms, weights, outputs.detach()))
+        self._pending.append((rows, norms, weights, outputs.detach()))
+        if len(self._pending) >= CHUNK:
+            self._join_pending()
+
+    def _join_pending(self):
+        """Join the steps kept since the last join into one entry of the record."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        rows, norms, weights, outputs = zip(*pending)
+        self._record.append((
+            None if any(r is None for r in rows) else torch.cat(rows),
+            torch.cat(norms), [len(n) for n in norms], torch.cat(weights),
+            torch.cat(outputs)))
 
     def end_epoch(self):
         """Fold the epoch's record into the memories.
+
+        Each row is folded in once per epoch; the steps are folded one joined
+        entry (:data:`CHUNK` steps) at a time.
 
         Returns
         -------
@@ -75,17 +101,20 @@ class RowState:
             ``weight_low`` (the share below :data:`LOW_WEIGHT`), or ``None``
             when nothing was recorded.
         """
+        self._join_pending()
         record, self._record = self._record, []
         if not record:
             return None
-        rows, norms, weights, outputs = zip(*record)
-        weights = torch.cat(weights)
+        weights = torch.cat([entry[3] for entry in record])
         mean, low = torch.stack(
             [weights.mean(), (weights < LOW_WEIGHT).to(weights.dtype).mean()]).tolist()
-        if all(r is not None for r in rows):
-            rows = torch.cat(rows).cpu()
-            self.norm_memory.update(rows, standardize_batches(norms))
-            self.output_memory.update(rows, self._to_memory(torch.cat(outputs)))
+        if all(entry[0] is not None for entry in record):
+            # Entry by entry: the same updates (each row's depends only on its own
+            # values), with temporaries the size of an entry, not of the data.
+            for rows, norms, sizes, _, outputs in record:
+                rows = rows.cpu()
+                self.norm_memory.update(rows, standardize_batches(torch.split(norms, sizes)))
+                self.output_memory.update(rows, self._to_memory(outputs))
         return {"weight_mean": mean, "weight_low": low}
 
     def flags(self):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from skrobust.memory import RowMemory, standardize_batches
-from skrobust.row_state import LOW_WEIGHT, RowState
+from skrobust.row_state import CHUNK, LOW_WEIGHT, RowState
 
 
 def _state(n=6, flags=None):
@@ -39,6 +39,34 @@ def test_end_epoch_summarises_weights_and_updates_the_memories():
     torch.testing.assert_close(state.output_memory.values[order],
                                torch.softmax(torch.cat(logits), dim=-1), check_dtype=False)
     assert state.end_epoch() is None  # the record was consumed
+
+
+def test_an_epoch_of_many_steps_is_folded_as_one():
+    # More steps than one joined entry holds, and a smaller last batch: the
+    # memories and the summary are those of the whole epoch's record at once.
+    n_steps, size = 2 * CHUNK + 3, 4
+    n = n_steps * size - 1
+    state = _state(n)
+    state.start_epoch()
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(n, generator=generator)
+    norms, logits, weights = [], [], []
+    for start in range(0, n, size):
+        rows = order[start:start + size]
+        norms.append(torch.rand(len(rows), generator=generator))
+        logits.append(torch.randn(len(rows), 2, generator=generator))
+        weights.append((torch.rand(len(rows), generator=generator) > 0.3).float())
+        state.record(rows, norms[-1], weights[-1], logits[-1])
+    summary = state.end_epoch()
+    all_weights = torch.cat(weights)
+    assert summary["weight_mean"] == pytest.approx(float(all_weights.mean()))
+    assert summary["weight_low"] == pytest.approx(float((all_weights < LOW_WEIGHT).float().mean()))
+    torch.testing.assert_close(state.norm_memory.values[order], standardize_batches(norms),
+                               check_dtype=False)
+    torch.testing.assert_close(state.output_memory.values[order],
+                               torch.softmax(torch.cat(logits), dim=-1), check_dtype=False)
+    assert int(state.norm_memory.counts.min()) == 1
+    assert state.end_epoch() is None
 
 
 def test_low_weight_threshold_is_exclusive():
