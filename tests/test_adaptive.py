@@ -120,7 +120,7 @@ def test_probe_curve_leaves_the_module_alone_and_is_repeatable():
 
 # ---------------------------------------------------------------- behaviour
 def _blobs(rate, seed=0):
-    X, y = make_blobs(n_samples=600, centers=3, n_features=20, cluster_std=3.0,
+    X, y = make_blobs(n_samples=300, centers=3, n_features=20, cluster_std=3.0,
                       random_state=seed)
     X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
     noisy = add_label_noise(y, rate, random_state=seed) if rate else y
@@ -128,15 +128,16 @@ def _blobs(rate, seed=0):
 
 
 def _net(**params):
-    return RobustNetClassifier(**{"max_epochs": 40, "batch_size": 32, "random_state": 0,
-                                  "verbose": 0, **params})
+    # A high learning rate: the network memorises the flipped labels within the fit.
+    return RobustNetClassifier(**{"max_epochs": 30, "batch_size": 32, "lr": 5e-3,
+                                  "random_state": 0, "verbose": 0, **params})
 
 
 def test_clean_separable_data_trains_plainly_and_flags_nothing():
     X, y, _ = _blobs(0.0)
     net = _net().fit(X, y)
     assert net.adaptive_recipe_["mode"] == "plain"
-    assert net.adaptive_recipe_["epochs"] == 40 and len(net.history) == 40
+    assert net.adaptive_recipe_["epochs"] == 30 and len(net.history) == 30
     assert net.label_issues_.mean() <= 0.02
 
 
@@ -144,7 +145,7 @@ def test_flipped_labels_are_found_and_training_changes():
     X, y, noisy = _blobs(0.3)
     net = _net().fit(X, noisy)
     recipe = net.adaptive_recipe_
-    assert not (recipe["mode"] == "plain" and recipe["epochs"] == 40)
+    assert not (recipe["mode"] == "plain" and recipe["epochs"] == 30)
     flags, flipped = net.label_issues_, noisy != y
     assert flags.sum() > 0.3 * flipped.sum()
     assert (flags & flipped).sum() / flags.sum() >= 0.8
@@ -156,9 +157,9 @@ def test_alpha_acts_in_the_default_mode():
     X, _, noisy = _blobs(0.3)
     strict = _net(alpha=1e6).fit(X, noisy)
     assert strict.adaptive_recipe_["mode"] == "plain"
-    assert len(strict.history) == 40 and not strict.label_issues_.any()
+    assert len(strict.history) == 30 and not strict.label_issues_.any()
     loose = _net(alpha=0.0).fit(X, noisy)
-    assert len(loose.history) < 40 or loose.adaptive_recipe_["mode"] == "select"
+    assert len(loose.history) < 30 or loose.adaptive_recipe_["mode"] == "select"
 
 
 def test_warmup_epochs_acts_on_the_selection():
@@ -171,7 +172,7 @@ def test_warmup_epochs_acts_on_the_selection():
 
 def test_a_continued_fit_keeps_the_recipe_mode():
     X, _, noisy = _blobs(0.3)
-    net = _net(max_epochs=5, warm_start=True).fit(X, noisy)
+    net = _net(max_epochs=5, warmup_epochs=2, warm_start=True).fit(X, noisy)
     mode = net.adaptive_recipe_["mode"]
     net.fit(X, noisy)
     assert net.adaptive_recipe_["mode"] == mode
