@@ -125,7 +125,7 @@ class RobustNetRegressor(RobustTrainingMixin, NeuralNetRegressor):
         Column names, when ``X`` was a DataFrame with string column names.
     n_targets_ : int
         Number of targets (columns of ``y``).
-    target_center_, target_scale_ : ndarray of shape (n_targets_,)
+    target_center_, target_scale_ : ndarray of shape (n_targets,)
         Median and robust spread (``IQR / 1.349``, with fallbacks when it is
         0) of each target at the first fit; the network learns
         ``(y - target_center_) / target_scale_``.

@@ -18,13 +18,15 @@ __all__ = [
     "robust_scale",
 ]
 
-#: A row is flagged when its residual score exceeds this many robust standard
-#: deviations: a Gaussian residual does so with probability 0.27%.
+#: Residual score (in robust standard deviations) above which a row is flagged.
+#:
+#: A Gaussian residual exceeds it with probability 0.27%.
 ISSUE_THRESHOLD = 3.0
 
-#: ... and when its residual is at least this large in units of the targets'
-#: own robust spread: a near-perfect fit (or a constant target) has tiny
-#: residuals whose spread is no measure of corruption.
+#: Smallest residual of a flagged row, in units of the targets' robust spread.
+#:
+#: A near-perfect fit (or a constant target) has tiny residuals whose spread is
+#: no measure of corruption.
 MIN_RESIDUAL = 0.5
 
 # MAD -> standard deviation of a Gaussian.
