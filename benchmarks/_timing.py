@@ -10,6 +10,8 @@ numerator and denominator together instead of biasing one of them.
 import contextlib
 import json
 import os
+import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -19,6 +21,8 @@ import torch
 
 __all__ = [
     "Interleaved",
+    "limit_threads",
+    "peak_rss_during",
     "fmt_ratio",
     "fmt_time",
     "markdown_table",
@@ -65,25 +69,36 @@ class Interleaved:
         run time; their ratios then rest on fewer rounds.
     slow_s : float
         See ``warmup``.
+    clock : callable
+        The clock: ``time.perf_counter`` (wall time, the default) or
+        ``time.process_time`` (CPU time of this process, all its threads),
+        which other processes' load on the machine does not inflate.
+    calibrate : bool
+        Run every callable once (plus ``warmup`` calls) before the rounds to
+        choose how often a timed chunk repeats it. ``False``: each chunk is one
+        call and nothing runs before the first round (for callables that take
+        seconds, e.g. a whole fit, that warm up on their own).
     """
 
-    def __init__(self, fns, sync, *, target_s=0.02, warmup=3, budget_s=None, slow_s=0.2):
+    def __init__(self, fns, sync, *, target_s=0.02, warmup=3, budget_s=None, slow_s=0.2,
+                 clock=time.perf_counter, calibrate=True):
         self.fns = dict(fns)
         self.sync = sync
         self.target_s = target_s
         self.warmup = warmup
         self.budget_s = budget_s
         self.slow_s = slow_s
-        self.inner = {}
+        self.clock = clock
+        self.inner = {} if calibrate else dict.fromkeys(self.fns, 1)
         self.times = {name: [] for name in self.fns}
 
     def _chunk(self, fn, n):
         self.sync()
-        start = time.perf_counter()
+        start = self.clock()
         for _ in range(n):
             fn()
         self.sync()
-        return (time.perf_counter() - start) / n
+        return (self.clock() - start) / n
 
     def calibrate(self):
         for name, fn in self.fns.items():
@@ -196,6 +211,58 @@ def step_peak_bytes(step, device, before=None):
         running += event["args"]["Bytes"]
         peak = max(peak, running)
     return None, peak
+
+
+def limit_threads(n):
+    """Run torch, and the BLAS and OpenMP pools of numpy and scikit-learn, on ``n`` threads.
+
+    Returns the ``threadpoolctl`` limiter (keep it alive), or ``None`` when
+    ``threadpoolctl`` is not installed (then only torch is limited).
+    """
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=n)
+
+
+def _status_bytes(field):
+    with open("/proc/self/status") as f:
+        match = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def peak_rss_during(fn):
+    """Resident memory of this process before ``fn()`` and its peak while ``fn()`` runs.
+
+    On Linux the kernel's high-water mark of the resident set (``VmHWM``) is
+    reset first (writing ``5`` to ``/proc/self/clear_refs``), so the peak is the
+    one reached during ``fn()``. Where that is not possible, the peak is
+    ``ru_maxrss``, the process's lifetime peak, which may predate ``fn()``.
+
+    Returns
+    -------
+    before, peak : int
+        Bytes.
+    exact : bool
+        Whether the high-water mark could be reset.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        exact = True
+    except OSError:
+        exact = False
+    before = _status_bytes("VmRSS") if exact else None
+    if before is None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    fn()
+    peak = _status_bytes("VmHWM") if exact else None
+    if peak is None:
+        exact = False
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return before, peak, exact
 
 
 def fmt_ratio(values):

@@ -69,8 +69,11 @@ import argparse
 import copy
 import gc
 import importlib
+import inspect
+import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import types
@@ -85,8 +88,10 @@ from _timing import (
     Interleaved,
     fmt_ratio,
     fmt_time,
+    limit_threads,
     markdown_table,
     median_iqr,
+    peak_rss_during,
     step_peak_bytes,
     synchronizer,
 )
@@ -510,49 +515,63 @@ def bench_memory(archs, batch, device):
 
 
 # ---------------------------------------------------------------- section 3
-def make_fit_data(n_rows, n_features=64, n_classes=10, noise=0.2, seed=0):
+#: The comparison a user makes (issue 16): one thread, CPU time.
+USER_FIT = dict(n_rows=200_000, n_features=50, n_classes=5, hidden=(128, 128), epochs=2,
+                batch=128, lr=1e-3)
+QUICK_USER_FIT = dict(USER_FIT, n_rows=10_000)
+
+ROBUST_DEFAULTS = "RobustNetClassifier (defaults)"
+ROBUST_TRUNCATE = "RobustNetClassifier (weighting='truncate')"
+SKORCH = "NeuralNetClassifier (skorch defaults)"
+SKORCH_BATCHLOADER = "NeuralNetClassifier + BatchLoader"
+BARE = "bare torch loop"
+BARE_ROBUST = "bare loop + ghost robust step"
+SKLEARN = "MLPClassifier (scikit-learn)"
+
+
+def make_fit_data(n_rows, n_features, n_classes, noise=0.2, seed=0):
+    """Features from a standard normal, labels from a random linear teacher, ``noise`` flipped."""
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n_rows, n_features)).astype(np.float32)
-    teacher = rng.standard_normal((n_features, n_classes))
+    X = rng.standard_normal((n_rows, n_features), dtype=np.float32)
+    teacher = rng.standard_normal((n_features, n_classes), dtype=np.float32)
     y = (X @ teacher).argmax(1)
     flip = rng.random(n_rows) < noise
     y[flip] = rng.integers(0, n_classes, flip.sum())
     return X, y.astype(np.int64)
 
 
-def bench_fit(n_rows, epochs, batch, device, rounds):
-    X, y = make_fit_data(n_rows)
-    n_features, n_classes = X.shape[1], int(y.max()) + 1
-    sync = synchronizer(device)
+def fit_methods(X, y, *, hidden, epochs, batch, lr, device):
+    """name -> callable that runs one whole fit of that method on ``X, y``."""
+    from sklearn.neural_network import MLPClassifier
 
-    def robust():
-        RobustNetClassifier(
-            weighting="truncate", warmup_epochs=0, train_split=None, verbose=0,
-            max_epochs=epochs, batch_size=batch, lr=1e-3, random_state=0, device=device,
-        ).fit(X, y)
+    n_rows, n_features = X.shape
+    n_classes = int(y.max()) + 1
+    common = dict(max_epochs=epochs, batch_size=batch, lr=lr, verbose=0, device=device)
 
-    def skorch_params():
-        return dict(
-            module__n_features=n_features, module__n_classes=n_classes,
-            module__random_state=0, criterion=nn.CrossEntropyLoss,
-            optimizer=torch.optim.Adam, lr=1e-3, max_epochs=epochs, batch_size=batch,
-            train_split=None, iterator_train__shuffle=True, verbose=0, device=device,
-        )
+    def robust(**params):
+        def fit():
+            RobustNetClassifier(module__hidden_layer_sizes=hidden, random_state=0,
+                                **common, **params).fit(X, y)
+        return fit
+
+    skorch_params = dict(
+        module__n_features=n_features, module__n_classes=n_classes,
+        module__hidden_layer_sizes=hidden, module__random_state=0,
+        criterion=nn.CrossEntropyLoss, optimizer=torch.optim.Adam, train_split=None,
+        iterator_train__shuffle=True, **common)
 
     def skorch_default():
-        NeuralNetClassifier(MLP, **skorch_params()).fit(X, y)
-
-    dataset = RowIndexedDataset(torch.from_numpy(X), torch.from_numpy(y))
+        NeuralNetClassifier(MLP, **skorch_params).fit(X, y)
 
     def skorch_batchloader():
+        dataset = RowIndexedDataset(torch.from_numpy(X), torch.from_numpy(y))
         NeuralNetClassifier(MLP, iterator_train=BatchLoader, iterator_valid=BatchLoader,
-                            **skorch_params()).fit(dataset, None)
-
-    Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
+                            **skorch_params).fit(dataset, None)
 
     def bare(robust_step=False):
-        model = MLP(n_features, n_classes, random_state=0).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        Xt, yt = torch.from_numpy(X).to(device), torch.from_numpy(y).to(device)
+        model = MLP(n_features, n_classes, hidden_layer_sizes=hidden, random_state=0).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
         engine = make_engine(model, "ghost") if robust_step else None
         gen = torch.Generator().manual_seed(0)
         for _ in range(epochs):
@@ -570,26 +589,258 @@ def bench_fit(n_rows, epochs, batch, device, rounds):
                     engine.backward(weights / len(weights))
                 opt.step()
 
-    fns = {
-        "RobustNetClassifier.fit": robust,
-        "NeuralNetClassifier.fit": skorch_default,
-        "NeuralNetClassifier.fit + BatchLoader": skorch_batchloader,
-        "bare torch loop": bare,
-        "bare loop + ghost robust step": lambda: bare(robust_step=True),
+    def sklearn_mlp():
+        # The same layers, solver, batch size, learning rate and number of epochs:
+        # no early stop (tol=0, n_iter_no_change past max_iter), no L2 penalty.
+        MLPClassifier(hidden_layer_sizes=hidden, solver="adam", batch_size=batch,
+                      learning_rate_init=lr, max_iter=epochs, tol=0.0,
+                      n_iter_no_change=epochs + 1, early_stopping=False, alpha=0.0,
+                      shuffle=True, random_state=0).fit(X, y)
+
+    methods = {
+        ROBUST_DEFAULTS: robust(),
+        ROBUST_TRUNCATE: robust(weighting="truncate", warmup_epochs=0),
+        SKORCH: skorch_default,
+        SKORCH_BATCHLOADER: skorch_batchloader,
+        BARE: bare,
+        BARE_ROBUST: lambda: bare(robust_step=True),
     }
-    bench = Interleaved(fns, sync, target_s=0.0, warmup=1)
-    bench.run(rounds)
-    to_skorch = bench.ratios("NeuralNetClassifier.fit")
-    to_bare = bench.ratios("bare torch loop")
+    if device == "cpu":
+        methods[SKLEARN] = sklearn_mlp
+    return methods
+
+
+def _setting(n_rows, n_features, n_classes, hidden, epochs, batch, lr):
+    layers = "-".join(str(k) for k in (n_features, *hidden, n_classes))
+    return (f"{n_rows:,} rows x {n_features} features, {n_classes} classes, MLP {layers} "
+            f"(ReLU), Adam(lr={lr:g}), batch {batch}, {epochs} epochs")
+
+
+def bench_fit(device, rounds, n_rows, n_features, n_classes, hidden, epochs, batch, lr):
+    """Whole fits side by side: CPU time (process time), rows/s and ratios per round."""
+    X, y = make_fit_data(n_rows, n_features, n_classes)
+    shape = dict(hidden=hidden, epochs=epochs, batch=batch, lr=lr, device=device)
+    methods = fit_methods(X, y, **shape)
+    # Warm-up (imports, first-call set-up) on a small slice: the timed fits then
+    # start warm without a full-size untimed fit of every method.
+    for fn in fit_methods(X[:2_000], y[:2_000], **shape).values():
+        fn()
+    on_cpu = torch.device(device).type == "cpu"
+    clock = time.process_time if on_cpu else time.perf_counter
+    bench = Interleaved(methods, synchronizer(device), clock=clock, calibrate=False)
+    for r in range(rounds):
+        bench.run(1)
+        print(f"  fit round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    bases = [SKLEARN, BARE, SKORCH] if SKLEARN in methods else [BARE, SKORCH]
+    ratios = {base: bench.ratios(base) for base in bases}
     rows = []
     for name in bench.times:
-        rows.append([name, fmt_time(bench.median(name)),
-                     fmt_ratio(to_skorch[name]), fmt_ratio(to_bare[name])])
-    title = (f"{n_rows:,} rows x {n_features} features, {n_classes} classes, {epochs} epochs, "
-             f"batch {batch}, Adam, MLP {n_features}-128-128-{n_classes}; {rounds} rounds")
+        seconds = bench.median(name)
+        rows.append([name, fmt_time(seconds), f"{n_rows * epochs / seconds:,.0f}",
+                     *(fmt_ratio(ratios[base][name]) for base in bases)])
+    short = {SKLEARN: "MLPClassifier", BARE: "bare loop", SKORCH: "NeuralNetClassifier"}
+    headers = ["fit", "CPU time" if on_cpu else "time", "rows/s",
+               *(f"/ {short[b]}" for b in bases)]
+    return markdown_table(headers, rows), {n: bench.median(n) for n in bench.times}, ratios
+
+
+def _memory_child(name, device, fit):
+    """In a fresh process: peak resident memory of one fit of ``name`` (JSON on stdout)."""
+    X, y = make_fit_data(fit["n_rows"], fit["n_features"], fit["n_classes"])
+    shape = dict(hidden=fit["hidden"], epochs=fit["epochs"], batch=fit["batch"],
+                 lr=fit["lr"], device=device)
+    fit_methods(X[:2_000], y[:2_000], **shape)[name]()  # warm-up: libraries loaded
+    gc.collect()
+    before, peak, exact = peak_rss_during(fit_methods(X, y, **shape)[name])
+    print(json.dumps({"before": before, "peak": peak, "exact": exact}))
+
+
+def bench_fit_memory(names, device, fit, threads):
+    """Peak resident memory of each fit above the process's memory before it."""
+    X, y = make_fit_data(fit["n_rows"], fit["n_features"], fit["n_classes"])
+    data = X.nbytes + y.nbytes
+    rows, exact = [], True
+    for name in names:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", name,
+               "--device", device, "--threads", str(threads), "--fit", json.dumps(fit)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        try:
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            rows.append([name, f"fails ({done.stderr.strip().splitlines()[-1:]})", "", ""])
+            continue
+        exact = exact and result["exact"]
+        extra = result["peak"] - result["before"]
+        rows.append([name, f"{extra / 2**20:.1f} MiB", f"{extra / data:.2f}x",
+                     f"{(data + extra) / data:.2f}x"])
+        print(f"  memory {name} done", file=sys.stderr, flush=True)
     table = markdown_table(
-        ["fit", "median time", "/ NeuralNetClassifier.fit", "/ bare loop"], rows)
-    return title, table
+        ["fit", "peak RSS above start", "/ data", "(data + peak above start) / data"], rows)
+    how = ("the kernel's high-water mark of the resident set (VmHWM), reset just before "
+           "the fit" if exact else "ru_maxrss (lifetime peak; may predate the fit)")
+    note = (f"Data: X float32 + y int64 = {data / 2**20:.1f} MiB, built before the fit. "
+            f"Each fit runs in a fresh process after a warm-up fit on 2,000 rows; the "
+            f"peak is {how}, minus the resident set just before the fit: everything "
+            "the fit adds (copies of the data, per-row memories, the network, "
+            "allocator caches).")
+    return note, table
+
+
+# ---------------------------------------------------------------- section 4
+def _code(fn):
+    """The code object of a function, method, or wrapped function's outermost wrapper."""
+    fn = getattr(fn, "__func__", fn)
+    return fn.__code__
+
+
+def _closure_codes(fn, name):
+    """Code objects named ``name`` defined inside function ``fn``."""
+    return [c for c in _code(fn).co_consts if isinstance(c, types.CodeType) and c.co_name == name]
+
+
+def profile_groups(net, optimizer):
+    """code object -> group, for the functions that a fit of ``net`` runs."""
+    from skorch.history import History
+    from skorch.net import NeuralNet
+    from torch.utils.data.dataloader import _BaseDataLoaderIter
+
+    from skrobust.core import RobustTrainingMixin
+    from skrobust.row_state import RowState
+
+    cls = type(net)
+    groups = {
+        "data path (iterator)": [BatchLoader.__iter__, _BaseDataLoaderIter.__next__],
+        "forward and loss": [NeuralNet.infer, cls.infer, NeuralNet.get_loss, cls.get_loss],
+        "backward": [torch.Tensor.backward, torch.autograd.backward],
+        "optimizer step + zero_grad": [type(optimizer).step,
+                                       inspect.unwrap(type(optimizer).step),
+                                       NeuralNet._zero_grad_optimizer,
+                                       torch.optim.Optimizer.zero_grad],
+        "skorch: train_step glue": [NeuralNet.train_step, NeuralNet.train_step_single,
+                                    *_closure_codes(NeuralNet.train_step, "step_fn")],
+        "skorch: callbacks (notify)": [NeuralNet.notify, cls.notify],
+        "skorch: history": [History.record_batch, History.new_batch, History.record],
+        "skorch: epoch loop": [NeuralNet.run_single_epoch],
+        "fit start (on_train_begin)": [NeuralNet.on_train_begin, cls.on_train_begin],
+        "epoch end (on_epoch_end)": [NeuralNet.on_epoch_end, cls.on_epoch_end],
+    }
+    if isinstance(net, RobustTrainingMixin):
+        engine = net._current_engine()
+        groups["forward and loss"] += [RobustTrainingMixin.infer,
+                                       RobustTrainingMixin.get_per_sample_loss]
+        groups["norms (per-sample gradient norms)"] = [type(engine).norms]
+        groups["weights / rule / objective"] = [RobustTrainingMixin.get_loss,
+                                                RobustTrainingMixin._weigh]
+        groups["update (engine backward)"] = [type(engine).backward]
+        groups["skrobust: train_step glue, row state"] = [
+            RobustTrainingMixin.train_step, RobustTrainingMixin.train_step_single,
+            cls.train_step, RowState.record]
+    table = {}
+    for group, fns in groups.items():
+        for fn in fns:
+            table[fn if isinstance(fn, types.CodeType) else _code(fn)] = group
+    return table
+
+
+def sample_fit(fit_fn, interval=5e-4):
+    """Run ``fit_fn()`` under a sampling profiler; return the sampled stacks' code tuples.
+
+    Every ``interval`` seconds of the process's CPU time (``setitimer(ITIMER_PROF)``)
+    the Python stack of the main thread is recorded. A sample that falls inside
+    a C function (a torch kernel) is taken when it returns, with the stack of
+    its Python caller. Unlike a deterministic profiler (cProfile), the cost per
+    Python call is not inflated.
+    """
+    import signal
+
+    samples = []
+
+    def handler(signum, frame):
+        codes = []
+        while frame is not None:
+            codes.append(frame.f_code)
+            frame = frame.f_back
+        samples.append(codes)
+
+    previous = signal.signal(signal.SIGPROF, handler)
+    signal.setitimer(signal.ITIMER_PROF, interval, interval)
+    try:
+        start = time.process_time()
+        fit_fn()
+        cpu = time.process_time() - start
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, previous)
+    return samples, cpu
+
+
+def profile_fit(name, fit_fn, n_steps):
+    """Sampled CPU time of one fit, grouped by the innermost frame that names a group."""
+    from skorch.net import NeuralNet
+
+    nets = []
+    original = NeuralNet.initialize
+
+    def initialize(self):  # remember the net, to resolve its methods afterwards
+        nets.append(self)
+        return original(self)
+
+    NeuralNet.initialize = initialize
+    try:
+        samples, cpu = sample_fit(fit_fn)
+    finally:
+        NeuralNet.initialize = original
+    net = nets[-1]
+    table = profile_groups(net, net.optimizer_)
+    counts = defaultdict(int)
+    for codes in samples:
+        group = next((table[c] for c in codes if c in table), "other (fit set-up, validation)")
+        counts[group] += 1
+    per_sample = cpu / max(len(samples), 1)
+    groups = {g: counts[g] * per_sample for g in dict.fromkeys(table.values())}
+    groups["other (fit set-up, validation)"] = counts["other (fit set-up, validation)"] * per_sample
+    return {"name": name, "groups": groups, "profiled": cpu, "steps": n_steps,
+            "samples": len(samples)}
+
+
+def bench_profile(device, n_rows, n_features, n_classes, hidden, epochs, batch, lr):
+    X, y = make_fit_data(n_rows, n_features, n_classes)
+    shape = dict(hidden=hidden, epochs=epochs, batch=batch, lr=lr, device=device)
+    methods = fit_methods(X, y, **shape)
+    n_steps = epochs * -(-n_rows // batch)
+    plain_cpu = {}
+    for name in (ROBUST_TRUNCATE, SKORCH, BARE):  # warm, then unprofiled CPU time
+        fit_methods(X[:2_000], y[:2_000], **shape)[name]()
+        start = time.process_time()
+        methods[name]()
+        plain_cpu[name] = time.process_time() - start
+    results = [profile_fit(name, methods[name], n_steps) for name in (ROBUST_TRUNCATE, SKORCH)]
+    keys = []
+    for result in results:
+        keys += [k for k in result["groups"] if k not in keys]
+    rows = []
+    for key in keys:
+        if all(not r["groups"].get(key) for r in results):
+            continue
+        row = [key]
+        for result in results:
+            value = result["groups"].get(key)
+            if value is None:
+                row += ["", ""]
+            else:
+                row += [fmt_time(value / result["steps"]),
+                        f"{100 * value / result['profiled']:.0f}%"]
+        rows.append(row)
+    rows.append(["total, profiled fit", *(c for r in results for c in (
+        fmt_time(r["profiled"] / r["steps"]), f"{r['samples']:,} samples"))])
+    rows.append(["total, fit without the profiler", *(c for r in results for c in (
+        fmt_time(plain_cpu[r["name"]] / r["steps"]), ""))])
+    rows.append([f"{BARE} without the profiler", fmt_time(plain_cpu[BARE] / n_steps), "",
+                 fmt_time(plain_cpu[BARE] / n_steps), ""])
+    headers = ["per training step"]
+    for result in results:
+        headers += [f"{result['name']}", "share"]
+    return markdown_table(headers, rows)
 
 
 # ---------------------------------------------------------------- main
@@ -599,7 +850,7 @@ def environment(device, threads):
         parts.append(torch.cuda.get_device_name())
     parts.append(f"{platform.processor() or platform.machine()}, "
                  f"{os.cpu_count()} CPUs, torch threads {threads}")
-    for dist in ("skorch", "opacus", "backpack-for-pytorch"):
+    for dist in ("skorch", "scikit-learn", "opacus", "backpack-for-pytorch"):
         try:
             parts.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
@@ -607,31 +858,59 @@ def environment(device, threads):
     return ", ".join(parts)
 
 
+SECTIONS = ("steps", "memory", "fit", "profile")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fast smoke run")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for torch and for numpy's/scikit-learn's pools")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default: all of {SECTIONS})")
+    parser.add_argument("--profile", action="store_true",
+                        help="only the profile of a fit (same as --sections profile)")
+    parser.add_argument("--fit-rows", type=int, default=None,
+                        help="rows of the whole-fit comparison (default 200,000; quick 10,000)")
+    parser.add_argument("--fit-rounds", type=int, default=None,
+                        help="rounds of the whole-fit comparison (default 5; quick 1)")
     parser.add_argument("--output", default=None,
-                        help="markdown file to write (default for a full run: "
-                             "benchmarks/results/speed_<device>.md)")
+                        help="markdown file to write (default for a full run of all "
+                             "sections: benchmarks/results/speed_<device>.md)")
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--fit", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    limiter = limit_threads(args.threads)  # noqa: F841 - keeps the limits alive
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     device = args.device
+    warnings.simplefilter("ignore")  # opacus/backpack hooks, ConvergenceWarning
+    if args.memory_child is not None:
+        fit = json.loads(args.fit)
+        fit["hidden"] = tuple(fit["hidden"])
+        _memory_child(args.memory_child, device, fit)
+        return
+    sections = ("profile",) if args.profile else tuple(
+        s.strip() for s in args.sections.split(",") if s.strip())
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
 
     if args.quick:
         archs, batches, rounds = [HEADLINE], [32], 3
         timing = dict(target_s=0.005, warmup=1, budget_s=0.5)
         phase_batches, phase_steps, mem_archs, mem_batch = [32], 10, [HEADLINE], 128
-        fit = dict(n_rows=2_000, epochs=2, batch=128, rounds=1)
+        fit, fit_rounds = dict(QUICK_USER_FIT), 1
     else:
         archs, batches, rounds = list(ARCHS), [32, 128, 512], 15
         timing = dict(target_s=0.03, warmup=3, budget_s=3.0)
         phase_batches, phase_steps, mem_archs, mem_batch = [32, 128, 512], 200, list(ARCHS), 512
-        fit = dict(n_rows=20_000, epochs=5, batch=128, rounds=5)
-    warnings.simplefilter("ignore")  # opacus/backpack hook warnings
+        fit, fit_rounds = dict(USER_FIT), 5
+    if args.fit_rows is not None:
+        fit["n_rows"] = args.fit_rows
+    if args.fit_rounds is not None:
+        fit_rounds = args.fit_rounds
 
     start = time.perf_counter()
     out = []
@@ -641,42 +920,90 @@ def main(argv=None):
             print(block, flush=True)
             out.append(block)
 
+    command = " ".join(["python benchmarks/bench_speed.py", *(argv or sys.argv[1:])])
     emit(f"# skrobust speed benchmark ({'quick' if args.quick else 'full'})", "",
-         environment(device, args.threads), "")
+         f"`{command.strip()}`", "", environment(device, args.threads), "")
 
-    emit("## 1. Step cost: robust step / plain step", "",
-         "Median over rounds of the per-round ratio, ± half the IQR. SGD, fixed batch. "
-         f"Up to {rounds} rounds; a method past {timing['budget_s']} s of timed work sits "
-         "out the remaining rounds ('(1 round)': a single round).", "")
-    emit(bench_steps(archs, batches, device, rounds, timing,
-                     include_loop_upto=128 if args.quick else 10**9), "")
-    emit("### Module not covered by the ghost engine (grad_engine='auto')", "")
-    emit(bench_uncovered(batches, device, rounds, timing,
+    if "steps" in sections:
+        emit("## 1. Step cost: robust step / plain step", "",
+             "Median over rounds of the per-round ratio, ± half the IQR (wall time). SGD, "
+             f"fixed batch. Up to {rounds} rounds; a method past {timing['budget_s']} s of "
+             "timed work sits out the remaining rounds ('(1 round)': a single round).", "")
+        emit(bench_steps(archs, batches, device, rounds, timing,
                          include_loop_upto=128 if args.quick else 10**9), "")
-    emit(f"### Phases of one step, {HEADLINE} (median per phase, synchronised)", "")
-    emit(bench_phases(HEADLINE, phase_batches, device, phase_steps), "")
+        emit("### Module not covered by the ghost engine (grad_engine='auto')", "")
+        emit(bench_uncovered(batches, device, rounds, timing,
+                             include_loop_upto=128 if args.quick else 10**9), "")
+        emit(f"### Phases of one step, {HEADLINE} (median per phase, synchronised)", "")
+        emit(bench_phases(HEADLINE, phase_batches, device, phase_steps), "")
 
-    emit(f"## 2. Peak memory of one step at batch {mem_batch}: method / plain", "",
-         "Parameters + batch + the peak the step allocates above its start"
-         + (" (torch.cuda.max_memory_allocated)." if device == "cuda"
-            else " (torch CPU allocator events from torch.profiler)."), "")
-    emit(bench_memory(mem_archs, mem_batch, device), "")
+    if "memory" in sections:
+        emit(f"## 2. Peak memory of one step at batch {mem_batch}: method / plain", "",
+             "Parameters + batch + the peak the step allocates above its start"
+             + (" (torch.cuda.max_memory_allocated)." if device == "cuda"
+                else " (torch CPU allocator events from torch.profiler)."), "")
+        emit(bench_memory(mem_archs, mem_batch, device), "")
 
-    if FIT_UNAVAILABLE is None:
-        title, table = bench_fit(device=device, **fit)
-        emit("## 3. Whole fit", "", title + ".", "", table, "")
-    else:
-        emit("## 3. Whole fit", "", f"Skipped: {FIT_UNAVAILABLE}.", "")
+    if "fit" in sections:
+        emit("## 3. Whole fit against what users would use instead", "")
+        if FIT_UNAVAILABLE is not None:
+            emit(f"Skipped: {FIT_UNAVAILABLE}.", "")
+        else:
+            clock = ("CPU time of the process (`time.process_time`), so that other "
+                     "processes' load does not count" if device == "cpu" else "wall time")
+            emit(_setting(**fit) + f"; {args.threads} thread(s) for torch, BLAS and "
+                 f"OpenMP. {fit_rounds} rounds; in each round every method fits once, in a "
+                 "rotating order, and the ratios are formed within the round (median over "
+                 f"rounds, ± half the IQR). Time: {clock}. rows/s: rows x epochs / time.",
+                 "")
+            table, medians, ratios = bench_fit(device, fit_rounds, **fit)
+            emit(table, "")
+            if device == "cpu":
+                emit(targets_table(ratios), "")
+                note, table = bench_fit_memory(
+                    [ROBUST_DEFAULTS, ROBUST_TRUNCATE, SKORCH, BARE, SKLEARN], device, fit,
+                    args.threads)
+                emit("### Peak memory of the whole fit", "", note, "", table, "")
+
+    if "profile" in sections and FIT_UNAVAILABLE is not None:
+        emit("## 4. Where the time of a fit goes", "", f"Skipped: {FIT_UNAVAILABLE}.", "")
+    elif "profile" in sections:
+        emit("## 4. Where the time of a fit goes", "",
+             "A sampling profiler over one fit (" + _setting(**fit) + "), one thread: every "
+             "0.5 ms of the process's CPU time (`setitimer(ITIMER_PROF)`) the Python stack "
+             "is recorded, and the sample goes to the group of the innermost frame that "
+             "belongs to one (a kernel's time goes to the Python function that called it). "
+             "CPU time per training step and share of the fit. A deterministic profiler "
+             "(cProfile) was not used: it charges every Python call and made the step "
+             "about 6x slower, inflating the Python-heavy groups.", "")
+        emit(bench_profile(device, **fit), "")
+
     emit(f"_Total benchmark time: {time.perf_counter() - start:.0f} s._")
 
     path = args.output
-    if path is None and not args.quick:
+    if path is None and not args.quick and set(sections) == set(SECTIONS):
         path = Path(__file__).parent / "results" / f"speed_{device}.md"
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(out) + "\n")
         print(f"\nwritten to {path}", file=sys.stderr)
+
+
+TARGETS = ((SKLEARN, 1.0), (BARE, 1.3), (SKORCH, 1.0))
+
+
+def targets_table(ratios):
+    """Issue 16's targets for the robust fit: met or missed, and by how much."""
+    rows = []
+    for name in (ROBUST_DEFAULTS, ROBUST_TRUNCATE):
+        for base, target in TARGETS:
+            if base not in ratios:
+                continue
+            med = median_iqr(ratios[base][name])[0]
+            verdict = "met" if med <= target else f"missed by {100 * (med / target - 1):.0f}%"
+            rows.append([name, f"<= {target:.1f}x {base}", f"{med:.2f}x", verdict])
+    return markdown_table(["fit", "target", "measured", "verdict"], rows)
 
 
 if __name__ == "__main__":
