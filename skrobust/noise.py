@@ -26,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 
 from ._checks import check_integer, check_option, check_real, check_transition_matrix
+from .weighting import _IQR_TO_SIGMA
 
 __all__ = [
     "add_label_noise",
@@ -543,7 +544,7 @@ def corrupt_features(X, fraction, *, kind="gaussian", scale=3.0, random_state=No
 def _robust_spread(values):
     """Per-column ``IQR / 1.349`` of ``values`` (n, k); the std, then 1, where it is 0."""
     q25, q75 = np.percentile(values, [25, 75], axis=0)
-    spread = (q75 - q25) / 1.349
+    spread = (q75 - q25) / _IQR_TO_SIGMA
     std = values.std(axis=0)
     spread = np.where(spread > 0, spread, std)
     return np.where(spread > 0, spread, 1.0)
