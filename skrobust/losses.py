@@ -119,11 +119,11 @@ def _reduce(loss, reduction):
     return loss
 
 
-class _RobustLoss(nn.Module):
-    """Base class: validates inputs, computes per-sample losses and reduces them.
+class _Criterion(nn.Module):
+    """Base class of every loss here: the ``reduction`` argument and the ``repr``.
 
-    Subclasses implement ``_per_sample_loss(logits, target)`` and list the
-    attributes shown in their ``repr`` in ``_repr_attributes``.
+    Subclasses list the attributes shown in their ``repr`` in
+    ``_repr_attributes``.
     """
 
     _repr_attributes = ()
@@ -131,6 +131,18 @@ class _RobustLoss(nn.Module):
     def __init__(self, reduction="mean"):
         super().__init__()
         self.reduction = check_option(reduction, "reduction", _REDUCTIONS)
+
+    def extra_repr(self):
+        parts = [f"{name}={getattr(self, name)!r}" for name in self._repr_attributes]
+        parts.append(f"reduction={self.reduction!r}")
+        return ", ".join(parts)
+
+
+class _RobustLoss(_Criterion):
+    """Base class of the classification losses: checked inputs, per-sample losses, reduced.
+
+    Subclasses implement ``_per_sample_loss(logits, target)``.
+    """
 
     def forward(self, logits, target):
         """Compute the loss.
@@ -153,11 +165,6 @@ class _RobustLoss(nn.Module):
 
     def _per_sample_loss(self, logits, target):  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def extra_repr(self):
-        parts = [f"{name}={getattr(self, name)!r}" for name in self._repr_attributes]
-        parts.append(f"reduction={self.reduction!r}")
-        return ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------
@@ -579,19 +586,13 @@ def _check_regression_inputs(input, target):
         )
 
 
-class _RegressionLoss(nn.Module):
+class _RegressionLoss(_Criterion):
     """Base class of the regression losses: ``rho(input - target)`` per element.
 
     Subclasses implement ``_rho(residual)`` and name their tuning constant in
     ``_repr_attributes``. With ``reduction="none"`` the result has the shape of
     ``input``, as for :class:`torch.nn.MSELoss`.
     """
-
-    _repr_attributes = ()
-
-    def __init__(self, reduction="mean"):
-        super().__init__()
-        self.reduction = check_option(reduction, "reduction", _REDUCTIONS)
 
     def forward(self, input, target):
         """Compute the loss.
@@ -615,11 +616,6 @@ class _RegressionLoss(nn.Module):
 
     def _rho(self, residual):  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def extra_repr(self):
-        parts = [f"{name}={getattr(self, name)!r}" for name in self._repr_attributes]
-        parts.append(f"reduction={self.reduction!r}")
-        return ", ".join(parts)
 
 
 class HuberLoss(_RegressionLoss):
