@@ -42,7 +42,9 @@ print(f"{flipped.sum()} rows flipped, {issues.sum()} flagged, "
 # pipeline the rows do not move). ``noise_scores_`` is the norm of the output
 # gradient ``p - e_y`` at the row's prediction averaged over the epochs;
 # ``label_issues_`` marks the rows whose averaged prediction confidently names
-# another class *and* whose gradient norm is above its batch's median.
+# another class, gives their label less than 1/K, *and* whose gradient norm is
+# above its batch's median; with the default ``weighting="adaptive"``, only
+# when its held-out self-check found signs of label noise.
 #
 # How well do the scores rank the flipped rows?
 # ----------------------------------------------
@@ -72,7 +74,8 @@ print(f"label_issues_: precision {precision_score(flipped, issues):.2f}, "
 #
 # The flag is conservative: most flagged rows are wrong, and a minority of the
 # wrong rows escape it. The score ranks more of them near the top; the flag is
-# what the default ``weighting="adaptive"`` leaves out of training.
+# what the default ``weighting="adaptive"`` leaves out of training when its
+# self-check chose row selection.
 #
 # Look at the most suspicious rows
 # --------------------------------
