@@ -21,6 +21,11 @@ from .selection import flag_noisy_rows
 
 __all__ = ["held_out_split", "probe_curve"]
 
+#: Training steps whose results a probe joins into one tensor of each kind.
+_JOIN = 64
+#: Held-out rows a probe predicts at once.
+_EVAL_ROWS = 4096
+
 #: The smallest held-out slice (rows) and rows per class that the check needs.
 MIN_HELD_OUT = 10
 MIN_PER_CLASS = 3
@@ -67,6 +72,16 @@ def _last_linear(module):
     return layers[-1] if layers else None
 
 
+def _join(pending, seen, probas, norms):
+    """Move the pending steps' rows, probabilities and standardised norms into the lists."""
+    if pending:
+        rows, p, norm = zip(*pending)
+        seen.append(torch.cat(rows))
+        probas.append(torch.cat(p))
+        norms.append(standardize_batches(norm))
+        pending.clear()
+
+
 def probe_curve(module, criterion, make_optimizer, X, y, train, held_out, *, epochs,
                 batch_size, generator, select=False, warmup_epochs=5, sample_weight=None):
     """Train a copy of ``module`` on rows ``train``; judge rows ``held_out`` after each epoch.
@@ -109,8 +124,12 @@ def probe_curve(module, criterion, make_optimizer, X, y, train, held_out, *, epo
     optimizer = make_optimizer(module.parameters())
     param = next(module.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    X_train, y_train = X[train].to(device), y[train].to(device)
-    X_held, y_held = X[held_out].to(device), y[held_out].to(device)
+    if X.device == device:
+        # Each batch gathers its rows from X: no copy of the data's two thirds.
+        X_train, train_rows = X, train.to(device)
+    else:
+        X_train, train_rows = X[train].to(device), None
+    y_train, y_held = y[train].to(device), y[held_out].to(device)
     weight = (sample_weight[train].to(device) if sample_weight is not None
               else torch.ones(len(train), device=device))
     n_rows = len(train)
@@ -127,10 +146,11 @@ def probe_curve(module, criterion, make_optimizer, X, y, train, held_out, *, epo
         for epoch in range(1, epochs + 1):
             module.train()
             order = torch.randperm(n_rows, generator=generator).to(device)
-            seen, probas, norms = [], [], []
+            seen, probas, norms = [], [], []  # joined, joined, standardised and joined
+            pending = []
             for start in range(0, n_rows, size):
                 rows = order[start:start + size]
-                logits = module(X_train[rows])
+                logits = module(X_train[rows if train_rows is None else train_rows[rows]])
                 losses = criterion(logits, y_train[rows])
                 coef = weight[rows] * (keep[rows] if select and epoch > warmup_epochs else 1.0)
                 optimizer.zero_grad()
@@ -144,23 +164,29 @@ def probe_curve(module, criterion, make_optimizer, X, y, train, held_out, *, epo
                         if "h" in inputs:
                             h = inputs.pop("h").detach().reshape(len(rows), -1)
                             norm = norm * (h.pow(2).sum(1) + 1.0).sqrt()
-                    seen.append(rows.cpu())
-                    probas.append(p)
-                    norms.append(norm)
+                    pending.append((rows.cpu(), p, norm))
+                    if len(pending) == _JOIN:  # few large tensors, not thousands of small
+                        _join(pending, seen, probas, norms)
             if select:
+                _join(pending, seen, probas, norms)
                 if proba_memory is None:
                     proba_memory = RowMemory(n_rows, width=probas[0].shape[1])
                     norm_memory = RowMemory(n_rows)
                 rows = torch.cat(seen)
                 proba_memory.update(rows, torch.cat(probas))
-                norm_memory.update(rows, standardize_batches(norms))
+                norm_memory.update(rows, torch.cat(norms))
                 if epoch >= warmup_epochs:
                     flags = flag_noisy_rows(proba_memory.values, y_train.cpu(),
                                             norm_memory.values)
                     keep = (~flags).to(device, torch.float32)
             module.eval()
             with torch.no_grad():
-                right.append((module(X_held).argmax(1) == y_held).cpu().numpy())
+                # In slices: activations of the whole held-out third would be
+                # several times the size of the data.
+                predicted = torch.cat([
+                    module(X[held_out[i:i + _EVAL_ROWS]].to(device)).argmax(1)
+                    for i in range(0, len(held_out), _EVAL_ROWS)])
+                right.append((predicted == y_held).cpu().numpy())
     finally:
         if hook is not None:
             hook.remove()
