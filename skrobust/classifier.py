@@ -549,7 +549,10 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
             return plain
         train, held_out = split
         weights = getattr(self, "_fit_sample_weight", None)
-        optimizer_params = {**self.get_params_for("optimizer"), "lr": self.lr}
+        # The optimizer's arguments as the fit's own optimizer gets them (e.g. fused Adam).
+        _, optimizer_params = self.get_params_for_optimizer(
+            "optimizer", self.module_.named_parameters())
+        optimizer_params.setdefault("lr", self.lr)
         curves = []
         for select in (False, True):
             curves.append(probe_curve(
