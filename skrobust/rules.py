@@ -262,7 +262,8 @@ class AdaptiveRule(WeightingRule):
         super().__init__(warmup_epochs=warmup_epochs, alpha=alpha)
         self._keep = None
         self.recipe = None
-        self._first_epoch = 0
+        self._first_epoch = None  # epochs before this fit, read when its first epoch starts
+        self._max_epochs = None
 
     def begin_fit(self, net, dataset):
         """Run the estimator's held-out self-check, where it has one.
@@ -275,8 +276,8 @@ class AdaptiveRule(WeightingRule):
         dataset : RowIndexedDataset
             The training data.
         """
-        history = getattr(net, "history", None)
-        self._first_epoch = len(history) if history is not None else 0
+        self._first_epoch = None
+        self._max_epochs = getattr(net, "max_epochs", None)
         check = getattr(net, "_held_out_check", None)
         if check is not None:
             self.recipe = check(dataset, alpha=self.alpha, warmup_epochs=self.warmup_epochs)
@@ -297,7 +298,7 @@ class AdaptiveRule(WeightingRule):
         active : bool
             After the warm-up, when the rule selects rows.
         """
-        return self._selects() and epoch - self._first_epoch > self.warmup_epochs
+        return self._selects() and epoch - (self._first_epoch or 0) > self.warmup_epochs
 
     def batch_weights(self, norms, losses, rows, epoch, state):
         if self._keep is None:
@@ -316,7 +317,7 @@ class AdaptiveRule(WeightingRule):
         state : RowState
             The per-row state of the fit.
         """
-        if self._selects() and epoch - self._first_epoch >= self.warmup_epochs:
+        if self._selects() and epoch - (self._first_epoch or 0) >= self.warmup_epochs:
             self._select(state)
 
     def stops_before(self, epoch):
@@ -332,6 +333,12 @@ class AdaptiveRule(WeightingRule):
         stop : bool
             ``True`` after the recipe's last epoch (early stopping).
         """
+        if self._first_epoch is None:
+            self._first_epoch = epoch - 1
+            if self._first_epoch and self.recipe is not None and self._max_epochs is not None:
+                # The fit continues an earlier one (e.g. a checkpoint loaded when training
+                # began): keep the recipe's mode and train all of this fit's epochs.
+                self.recipe = {**self.recipe, "epochs": self._max_epochs}
         return self.recipe is not None and epoch - self._first_epoch > self.recipe["epochs"]
 
     def filter_flags(self, flags):
