@@ -1,6 +1,12 @@
 """Research prototypes of default rules, for ``bench_defaults.py --methods ...``.
 
 Not part of the package: candidate rules live here until one measures best.
+``LeanGate`` ("lgate") became the default rule (``skrobust.probe``,
+``skrobust.selection.choose_recipe``, ``skrobust.rules.AdaptiveRule``); the
+others (out-of-sample cross-fit flags with a wrong-label mixture estimate,
+``CrossFitRule``/``ValidatedRule``, and the always-on selection variants) measured
+worse on the quick benchmark. They use the estimator's private hooks and may
+break as those change.
 """
 
 from __future__ import annotations
