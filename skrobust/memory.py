@@ -115,12 +115,15 @@ class RowMemory:
         """
         rows = rows.cpu()
         values = values.detach().to("cpu", torch.float64)
-        seen = self.counts[rows] > 0
+        # index_select / index_copy_: the same values as advanced indexing, in a
+        # fraction of its time on wide memories.
+        seen = self.counts.index_select(0, rows) > 0
         if values.dim() > 1:
             seen = seen.unsqueeze(1)
-        blended = self.momentum * self.values[rows] + (1 - self.momentum) * values
-        self.values[rows] = torch.where(seen, blended, values)
-        self.counts[rows] += 1
+        blended = self.values.index_select(0, rows).mul_(self.momentum).add_(
+            values * (1 - self.momentum))
+        self.values.index_copy_(0, rows, torch.where(seen, blended, values))
+        self.counts.index_add_(0, rows, torch.ones_like(rows))
 
     @property
     def seen(self):
