@@ -122,7 +122,10 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
         Loss on the logits. It is built with ``reduction="none"``: it must return
         one loss per sample (all torch losses and :mod:`skrobust.losses` do).
     optimizer : torch optimizer class, default=torch.optim.Adam
-        Any torch optimizer; it receives the reweighted gradient.
+        Any torch optimizer; it receives the reweighted gradient. Adam and
+        AdamW are built with ``fused=True`` (the same update in fewer kernels)
+        unless ``optimizer__fused``, ``optimizer__foreach`` or
+        ``optimizer__differentiable`` is set.
     lr : float, default=1e-3
         Learning rate.
     max_epochs : int, default=50

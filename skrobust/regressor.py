@@ -98,7 +98,10 @@ class RobustNetRegressor(RobustTrainingMixin, NeuralNetRegressor):
         per-sample loss is its mean over the targets. Robust alternatives:
         :class:`skrobust.losses.HuberLoss`, :class:`skrobust.losses.TukeyBiweightLoss`.
     optimizer : torch optimizer class, default=torch.optim.Adam
-        Any torch optimizer; it receives the reweighted gradient.
+        Any torch optimizer; it receives the reweighted gradient. Adam and
+        AdamW are built with ``fused=True`` (the same update in fewer kernels)
+        unless ``optimizer__fused``, ``optimizer__foreach`` or
+        ``optimizer__differentiable`` is set.
     lr : float, default=1e-3
         Learning rate.
     max_epochs : int, default=50
