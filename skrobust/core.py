@@ -333,14 +333,18 @@ class RobustTrainingMixin:
         self._rule = make_rule(self)
         self._check_rule_inputs(self._rule)
         self._warn_unused_parameters(self._rule)
+        self._start_memories(X)
+        self._row_state = RowState(
+            X.y, self.norm_memory_, getattr(self, self._output_memory_name),
+            to_memory=self._output_to_memory, flag_rows=self._flag_rows)
+
+    def _start_memories(self, X):
+        """Empty row memories for ``X``, unless those of an earlier fit on as many rows."""
         memory = getattr(self, "norm_memory_", None)
         if memory is None or len(memory) != len(X):
             self.norm_memory_ = RowMemory(len(X))
             setattr(self, self._output_memory_name,
                     RowMemory(len(X), width=self._memory_width))
-        self._row_state = RowState(
-            X.y, self.norm_memory_, getattr(self, self._output_memory_name),
-            to_memory=self._output_to_memory, flag_rows=self._flag_rows)
 
     def _check_monitors(self):
         """Refuse callbacks that monitor validation scores when there is no validation split."""
@@ -375,6 +379,8 @@ class RobustTrainingMixin:
         """
         if method_name != "on_train_begin":
             return super().notify(method_name, **cb_kwargs)
+        # The memories exist before the callbacks run: e.g. LoadInitState restores them.
+        self._start_memories(cb_kwargs["X"])
         for _, callback in self.callbacks_:
             callback.on_train_begin(self, **cb_kwargs)
         self._dry_run(cb_kwargs["X"].X[:2], getattr(self, "_fit_params", None) or {})
@@ -537,7 +543,7 @@ class RobustTrainingMixin:
         ``sum_i c_i * loss_i`` with detached coefficients ``c_i = w_i / B``
         (times the user's ``sample_weight``): its gradient is the update
         ``(1/B) sum_i w_i grad_i``. Under data parallelism the norms of all
-        processes are gathered first (:func:`skrobust.collectives.gather_columns`),
+        processes are gathered first (:func:`skrobust.distributed.gather_columns`),
         so the weights are those of the global batch. A subclass may add terms
         to what this returns (e.g. a penalty): the training step then
         backpropagates the whole objective.
