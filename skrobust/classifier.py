@@ -490,7 +490,7 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
             self.criterion_.transition_matrix.copy_(torch.as_tensor(self.transition_matrix_))
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        """As the core does; then the rule prepares (``"adaptive"``: the self-check).
+        """As the core does; then keep what the rule's self-check chose.
 
         Parameters
         ----------
@@ -504,31 +504,9 @@ class RobustNetClassifier(RobustTrainingMixin, NeuralNetClassifier):
             Passed on to skorch.
         """
         super().on_train_begin(net, X=X, y=y, **kwargs)
-        self._rule.begin_fit(self, X)
         recipe = getattr(self._rule, "recipe", None)
         if recipe is not None:
             self.adaptive_recipe_ = recipe
-
-    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        """End the fit here when the rule's recipe is done (early stopping).
-
-        skorch ends a fit on ``KeyboardInterrupt`` (as its ``EarlyStopping``
-        callback does) and then runs ``on_train_end``; raised before the epoch
-        starts, the history keeps only complete epochs.
-
-        Parameters
-        ----------
-        net : RobustNetClassifier
-            This estimator (skorch passes the net to its callbacks).
-        dataset_train, dataset_valid : Dataset or None, default=None
-            The epoch's training and validation data.
-        **kwargs : dict
-            Passed on to skorch.
-        """
-        if self._rule.stops_before(len(self.history) + 1):
-            raise KeyboardInterrupt
-        super().on_epoch_begin(net, dataset_train=dataset_train,
-                               dataset_valid=dataset_valid, **kwargs)
 
     def _held_out_check(self, dataset, *, alpha, warmup_epochs):
         """The recipe of ``weighting="adaptive"`` for this fit (see :mod:`skrobust.probe`).

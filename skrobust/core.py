@@ -337,6 +337,7 @@ class RobustTrainingMixin:
         self._row_state = RowState(
             X.y, self.norm_memory_, getattr(self, self._output_memory_name),
             to_memory=self._output_to_memory, flag_rows=self._flag_rows)
+        self._rule.begin_fit(self, X)
 
     def _start_memories(self, X):
         """Empty row memories for ``X``, unless those of an earlier fit on as many rows."""
@@ -427,7 +428,7 @@ class RobustTrainingMixin:
                 UserWarning, stacklevel=2)
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        """Start the epoch's record of per-batch norms, weights and outputs.
+        """Start the epoch's record; or end the fit here when the rule says so.
 
         Parameters
         ----------
@@ -438,6 +439,11 @@ class RobustTrainingMixin:
         **kwargs : dict
             Passed on to skorch.
         """
+        if self._rule.stops_before(len(self.history) + 1):
+            # skorch ends a fit on KeyboardInterrupt (as its EarlyStopping does) and
+            # runs on_train_end; raised before the epoch starts, the history keeps
+            # only complete epochs.
+            raise KeyboardInterrupt
         super().on_epoch_begin(net, dataset_train=dataset_train,
                                dataset_valid=dataset_valid, **kwargs)
         self._row_state.start_epoch()
