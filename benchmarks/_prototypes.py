@@ -176,7 +176,8 @@ class ValidatedRule(RobustNetClassifier):
             right_new = last2.argmax(1) == yall
             better = int((right_new & ~right_old).sum())
             worse = int((right_old & ~right_new).sum())
-        opened = bool(flags.any()) and (better - worse) > self.proto_z * max(better + worse, 1) ** 0.5
+        margin = self.proto_z * max(better + worse, 1) ** 0.5
+        opened = bool(flags.any()) and (better - worse) > margin
         self._share = float(flags.float().mean())
         self._gate = (better, worse, opened)
         if opened and self.proto_reflag:
@@ -345,7 +346,7 @@ class GatedRule(RobustNetClassifier):
         from skrobust.rules import NoWeighting
 
         Xall, yall = X.X, X.y
-        n, k = len(yall), len(self.classes_)
+        k = len(self.classes_)
         gen = torch.Generator().manual_seed(int(self._module_seed) + 23)
         fold = stratified_folds(yall, k, int(round(1 / self.proto_holdout)), gen)
         val = fold == 0

@@ -106,6 +106,7 @@ def _noisy_inputs(X, numeric, categorical, rate, seed):
 def _split(name, max_rows, seed, condition):
     from bench_accuracy import make_preprocessor
     from sklearn.model_selection import train_test_split
+
     from skrobust.noise import add_label_noise
 
     X, y, categorical = _data(name, max_rows)
@@ -134,6 +135,7 @@ def _cleanlab_scores(Xf, y, n_classes, seed, epochs):
     """cleanlab's self-confidence from 3-fold out-of-sample probabilities of the MLP."""
     from cleanlab.rank import get_label_quality_scores
     from sklearn.model_selection import StratifiedKFold
+
     from skrobust import RobustNetClassifier
 
     proba = np.zeros((len(y), n_classes))
@@ -158,6 +160,7 @@ def _auc(mask, scores):
 def make_method(method, n_classes, seed, epochs):
     import torch
     from bench_accuracy import make_plain
+
     from skrobust import RobustNetClassifier
 
     if method == "plain":
@@ -424,7 +427,6 @@ def main(argv=None):
         print(report(rows, methods, header, args.out))
         return 0
     from joblib import Parallel, delayed
-
     from keel_datasets import load_keel
 
     methods = ["plain", "plain_b", *args.methods]
@@ -491,8 +493,8 @@ def main(argv=None):
                           .drop_duplicates(key_cols)], ignore_index=True)
     else:
         rows = pd.DataFrame(rows)
-    import skorch
     import sklearn
+    import skorch
     import torch
 
     header = [
