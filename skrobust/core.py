@@ -377,6 +377,10 @@ class RobustTrainingMixin:
             The callback method to call.
         **cb_kwargs : dict
             Passed on to the callbacks.
+
+        Returns
+        -------
+        None
         """
         if method_name != "on_train_begin":
             return super().notify(method_name, **cb_kwargs)
