@@ -210,7 +210,7 @@ def test_pickle_round_trip(small_data, make_net):
 
 
 # ------------------------------------------------------------ the step
-def test_train_step_applies_weighted_gradient_of_the_seed(small_data, make_net):
+def test_train_step_applies_the_original_methods_weighted_gradient(small_data, make_net):
     """(1/B) sum_i w_i grad_i, with w from compute_weights on the true norms."""
     X, y = small_data
     net = make_net(weighting="truncate", warmup_epochs=0, alpha=0.5, beta=0.5,
