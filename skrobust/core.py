@@ -23,6 +23,7 @@ The estimator supplies what depends on the task: checking the module's output
 module's sizes (:meth:`_default_module_sizes`).
 """
 
+import contextlib
 import inspect
 import threading
 import warnings
@@ -636,6 +637,16 @@ class RobustTrainingMixin:
             coefficients = coefficients / torch.where(mean > 0, mean, torch.ones_like(mean))
         return coefficients / len(weights)
 
+    @contextlib.contextmanager
+    def _open_step(self, batch):
+        """The training step of ``batch`` in progress; the engine's records dropped after."""
+        self._step = step = _Step(getattr(batch, "rows", None))
+        try:
+            yield step
+        finally:
+            self._current_engine().release()
+            self._step = None
+
     def train_step_single(self, batch, **fit_params):
         """Forward pass, reweighted objective, and its gradient.
 
@@ -654,12 +665,8 @@ class RobustTrainingMixin:
         """
         step = getattr(self, "_step", None)
         if step is None:  # called on its own, not through train_step
-            self._step = step = _Step(getattr(batch, "rows", None))
-            try:
+            with self._open_step(batch):
                 return self.train_step_single(batch, **fit_params)
-            finally:
-                self._current_engine().release()
-                self._step = None
         self._set_training(True)
         Xi, yi = batch
         y_pred = self.infer(Xi, **fit_params)
@@ -692,12 +699,8 @@ class RobustTrainingMixin:
             ``loss`` (the reweighted objective of the batch), ``y_pred``, and the
             batch's ``norms`` and robust ``weights``.
         """
-        self._step = step = _Step(getattr(batch, "rows", None))
-        try:
+        with self._open_step(batch) as step:
             out = super().train_step(batch, **fit_params)
-        finally:
-            self._current_engine().release()
-            self._step = None
         result = step.result
         if result is None:
             raise RuntimeError(
